@@ -1,0 +1,43 @@
+"""rmu_lens: RMU unlearning on TransformerLens hook points, and a look at what it changed inside.
+
+    import rmu_lens as rl
+    model = rl.load_model("smollm2-135m")
+    run = rl.unlearn(model, forget=[rl.load_corpus("bundled:virology")],
+                     retain=rl.load_corpus("bundled:retain"), config=rl.RMUConfig.profile("demo"))
+
+Names are imported lazily so the command line starts without loading torch or TransformerLens.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_model": "rmu_lens.models",
+    "build_random_model": "rmu_lens.models",
+    "save_hf_model": "rmu_lens.models",
+    "tokenizer_of": "rmu_lens.models",
+    "RMUConfig": "rmu_lens.rmu.config",
+    "PROFILES": "rmu_lens.rmu.config",
+    "RMURun": "rmu_lens.rmu.trainer",
+    "RMUTrainer": "rmu_lens.rmu.trainer",
+    "unlearn": "rmu_lens.rmu.trainer",
+    "load_corpus": "rmu_lens.data.corpora",
+    "Corpus": "rmu_lens.data.corpora",
+    "read_run": "rmu_lens.rmu.rundir",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'rmu_lens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)

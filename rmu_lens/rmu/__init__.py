@@ -1,0 +1,21 @@
+"""RMU: config, control vectors, the efficient trainer and its run directory.
+
+| file        | role                                                                    |
+|-------------|-------------------------------------------------------------------------|
+| config.py   | RMUConfig (JSON round trip) and named profiles                          |
+| control.py  | control vectors u per topic (seeded torch.rand, or explicit)            |
+| params.py   | trained tensors by readable name / pattern                              |
+| batches.py  | forget/retain sources, tokenization, the official step schedule        |
+| runner.py   | BlockRunner: blocks first..l only, functional weights                   |
+| optim.py    | LegacyAdamW (transformers 4.x AdamW, as the official code)              |
+| trainer.py  | RMUTrainer and unlearn()                                                 |
+| rundir.py   | run directory: run.json, checkpoints, resume, model/                    |
+
+    texts ─▶ batches ─▶ runner.prefix (frozen blocks < first, shared) ─▶ runner.run (first..l)
+          ─▶ forget MSE to c·u + alpha · retain MSE to frozen ─▶ optimizer ─▶ rundir
+"""
+
+from rmu_lens.rmu.config import PROFILES, RMUConfig
+from rmu_lens.rmu.trainer import NonFiniteLossError, RMURun, RMUTrainer, unlearn
+
+__all__ = ["PROFILES", "RMUConfig", "RMURun", "RMUTrainer", "NonFiniteLossError", "unlearn"]

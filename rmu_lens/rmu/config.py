@@ -1,0 +1,144 @@
+"""RMUConfig: every setting of an RMU run, serialisable to JSON so a run directory reproduces itself."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+OPTIMIZERS = ("legacy_adamw", "adamw")
+
+
+@dataclass
+class RMUConfig:
+    """Settings of one RMU run. Defaults are the published Zephyr-7B setting (WMDP paper, official code).
+
+    Per-topic settings (``steering_coeff``, ``alpha``, ``max_length``) take one value for every
+    forget topic or a list with one value per topic, in topic order.
+    """
+
+    layer: int = 7
+    """Layer l whose output activations RMU steers (``blocks.{layer}.hook_resid_post``)."""
+    update_layers: list[int] | None = None
+    """Layers whose parameters are trained; default ``layer-2 .. layer``."""
+    param_names: list[str] = field(default_factory=lambda: ["blocks.{layer}.mlp.out.weight"])
+    """Trained tensors, by bridge name (``blocks.5.mlp.out.weight``) or HF name
+    (``model.layers.5.mlp.down_proj.weight``); ``{layer}`` expands to each update layer; glob patterns allowed."""
+    hook_point: str | None = None
+    """Hook point the losses read; default ``blocks.{layer}.hook_resid_post`` (what the official code hooks)."""
+    steering_coeff: float | list[float] = 6.5
+    """c: forget activations are pushed to c·u (u a unit random vector per topic)."""
+    alpha: float | list[float] = 1200.0
+    """Weight of the retain loss."""
+    adaptive_beta: float | None = None
+    """Adaptive RMU: when set, c_topic = beta · mean token norm of the frozen activations on the
+    topic's first forget batch (position 0 and pads excluded); ``steering_coeff`` is then ignored."""
+    lr: float = 5e-5
+    batch_size: int = 4
+    max_batches: int = 150
+    """Total optimisation steps (topics alternate step by step), capped by the data as officially."""
+    max_length: int | list[int] = 512
+    """Forget-text token limit per topic (right truncation)."""
+    retain_max_length: int = 512
+    cycle: bool = False
+    """Cycle through the batches so runs can be longer than the corpora (official: stop at the shortest)."""
+    seed: int = 42
+    """Seed of the control vectors' ``torch.rand`` draw."""
+    reference: bool = False
+    """Reproduce the official code where it matters: left padding with EOS, positions 0..T-1 on
+    every row, losses averaged over every position including pads, legacy AdamW."""
+    optimizer: str = "legacy_adamw"
+    """``legacy_adamw`` (transformers 4.x AdamW, as the official code) or ``adamw`` (torch.optim.AdamW)."""
+    adam_eps: float = 1e-6
+    weight_decay: float = 0.0
+    checkpoint_every: int = 50
+    """Steps between checkpoints in the run directory (0: only at the end / on interruption)."""
+    metrics_every: int = 1
+    """Steps between the frozen forget pass that the cosine metric needs (the official --verbose log)."""
+
+    def __post_init__(self) -> None:
+        if self.update_layers is None:
+            self.update_layers = list(range(max(0, self.layer - 2), self.layer + 1))
+        self.update_layers = [int(i) for i in self.update_layers]
+        if isinstance(self.param_names, str):
+            self.param_names = [self.param_names]
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError naming the first setting that cannot work."""
+        problems = []
+        if self.layer < 0:
+            problems.append(f"layer={self.layer} must be >= 0")
+        if not self.update_layers:
+            problems.append("update_layers is empty: name at least one layer to train")
+        elif max(self.update_layers) > self.layer or min(self.update_layers) < 0:
+            problems.append(
+                f"update_layers={self.update_layers} must lie in 0..layer={self.layer}: parameters after "
+                f"layer l cannot change the activations RMU reads"
+            )
+        for name in ("lr", "batch_size", "max_batches", "retain_max_length"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name}={getattr(self, name)} must be > 0")
+        if self.adaptive_beta is not None and self.adaptive_beta <= 0:
+            problems.append(f"adaptive_beta={self.adaptive_beta} must be > 0")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer={self.optimizer!r}; choose one of {OPTIMIZERS}")
+        if self.reference and self.optimizer != "legacy_adamw":
+            problems.append("reference=True trains with the official optimizer: set optimizer='legacy_adamw'")
+        if self.checkpoint_every < 0 or self.metrics_every < 1:
+            problems.append("checkpoint_every must be >= 0 and metrics_every >= 1")
+        for name in ("steering_coeff", "alpha", "max_length"):
+            values = getattr(self, name)
+            values = values if isinstance(values, list) else [values]
+            if not values or any(v <= 0 for v in values):
+                problems.append(f"{name}={getattr(self, name)} must be positive")
+        if problems:
+            raise ValueError("Invalid RMUConfig: " + "; ".join(problems))
+
+    @property
+    def read_hook(self) -> str:
+        """The hook point the losses read."""
+        return self.hook_point or f"blocks.{self.layer}.hook_resid_post"
+
+    def per_topic(self, name: str, n_topics: int) -> list:
+        """A per-topic setting expanded to one value per topic."""
+        value = getattr(self, name)
+        if not isinstance(value, list):
+            return [value] * n_topics
+        if len(value) != n_topics:
+            raise ValueError(f"{name} has {len(value)} values but there are {n_topics} forget topics: give one value or one per topic")
+        return list(value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RMUConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown RMUConfig fields {unknown}; known fields: {sorted(known)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> RMUConfig:
+        return cls.from_dict(json.loads(text))
+
+    @classmethod
+    def profile(cls, name: str, **overrides: Any) -> RMUConfig:
+        """A named preset (see ``PROFILES``) with optional overrides."""
+        if name not in PROFILES:
+            raise ValueError(f"Unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+        return cls.from_dict({**PROFILES[name], **overrides})
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # The published Zephyr-7B setting (WMDP paper, official code): the dataclass defaults.
+    "zephyr": {},
+    # Yi-34B as published: layer 15, update 13-15, c 300, alpha 350, 400 batches of 2.
+    "yi-34b": {"layer": 15, "steering_coeff": 300.0, "alpha": 350.0, "batch_size": 2, "max_batches": 400},
+}

@@ -1,0 +1,179 @@
+"""BlockRunner: compute a hook point's activations by running only the blocks that can change them.
+
+RMU reads layer l and trains a few layers first..l, so a training step needs neither the blocks
+after l nor the LM head, and the blocks below ``first`` are frozen (DESIGN §4):
+
+    input_ids ──prefix()──▶ BlockInputs (hidden state entering block `first` + the kwargs the
+                            model passes to its decoder layers: mask, rotary cos/sin, positions)
+    BlockInputs ──run(params)──▶ activations at blocks.{last}.hook_resid_post
+
+``prefix`` runs the HF model itself until block ``first`` is about to be called, so masks and
+position embeddings are built by the model's own code. ``run`` calls unwrapped copies of the HF
+decoder layers with weights passed functionally (``torch.func.functional_call``): the same math as
+the bridge's blocks without the bridge's per-module hook overhead, and the frozen path is the
+same call with the frozen copies of the trained tensors swapped in — no ``.data`` swapping.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from rmu_lens.models import hf_model_of, readable_name
+
+RESID_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
+
+
+def block_output_index(hook_name: str, n_layers: int) -> int:
+    """Index of the block whose output a residual hook point reads (``resid_pre`` of i = output of i-1).
+
+    The trainer's fast path supports residual-stream hook points; other hook points are for analysis.
+    """
+    match = RESID_HOOK.match(hook_name)
+    if not match:
+        raise ValueError(
+            f"hook_point={hook_name!r}: RMU training reads a residual-stream hook point, "
+            f"'blocks.{{i}}.hook_resid_post' or 'blocks.{{i}}.hook_resid_pre'"
+        )
+    index = int(match.group(1)) - (1 if match.group(2) == "pre" else 0)
+    if not 0 <= index < n_layers:
+        raise ValueError(f"hook_point={hook_name!r} is out of range for a model with {n_layers} layers")
+    return index
+
+
+class _Captured(Exception):
+    """Raised inside the forward pass once block ``first``'s inputs are captured."""
+
+
+@dataclass
+class BlockInputs:
+    """What block ``first`` receives: the residual stream and the model-built keyword arguments."""
+
+    hidden: torch.Tensor
+    args: tuple
+    kwargs: dict[str, Any]
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device, non_blocking=True) if value.device != device else value
+    if isinstance(value, tuple):
+        return tuple(_to_device(v, device) for v in value)
+    if isinstance(value, list):
+        return [_to_device(v, device) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def _module_device(module: nn.Module) -> torch.device:
+    for tensor in module.parameters():
+        return tensor.device
+    return torch.device("cpu")
+
+
+class BlockRunner:
+    """Runs blocks ``first..last`` of a bridged model as plain HF decoder layers.
+
+    ``params`` passed to :meth:`run` override tensors by their plain HF name
+    (``model.layers.5.mlp.down_proj.weight``); everything else is the model's live weights.
+    """
+
+    def __init__(self, bridge: Any, first: int, last: int) -> None:
+        n_layers = bridge.cfg.n_layers
+        if not 0 <= first <= last < n_layers:
+            raise ValueError(f"Blocks {first}..{last} are out of range for a model with {n_layers} layers")
+        self.bridge = bridge
+        self.first, self.last = first, last
+        self.hf_model = hf_model_of(bridge)
+        hf_names = {id(t): readable_name(n) for n, t in self.hf_model.named_parameters(remove_duplicate=False)}
+        hf_names.update({id(t): readable_name(n) for n, t in self.hf_model.named_buffers(remove_duplicate=False)})
+        # Per block: the module to call and its tensors as (name inside the module, HF name, tensor).
+        self._layers: list[tuple[nn.Module, list[tuple[str, str, torch.Tensor]], torch.device]] = []
+        self.plain_blocks: list[int] = []
+        attention_types = set()
+        for index in range(first, last + 1):
+            block = bridge.blocks[index]
+            original = block.original_component
+            attention_types.add(getattr(original, "attention_type", None))
+            tensors = {
+                readable_name(name): tensor
+                for name, tensor in list(original.named_parameters()) + list(original.named_buffers())
+            }
+            plain = self._plain_layer(type(original), index)
+            expected = [name for name, _ in list(plain.named_parameters()) + list(plain.named_buffers())]
+            if all(name in tensors for name in expected):
+                module, local = plain, {name: tensors[name] for name in expected}
+                self.plain_blocks.append(index)
+            else:
+                # The bridge restructured this block (e.g. GPT-2's fused qkv split into q, k, v):
+                # call the bridge's block itself, still with functional weights.
+                module = block
+                local = dict(block.named_parameters(remove_duplicate=False))
+                local.update(dict(block.named_buffers(remove_duplicate=False)))
+            entries = [(name, hf_names.get(id(tensor), name), tensor) for name, tensor in local.items()]
+            self._layers.append((module, entries, _module_device(original)))
+        if len(attention_types) > 1:
+            raise NotImplementedError(
+                f"Blocks {first}..{last} mix attention types {attention_types} (e.g. sliding-window and "
+                f"full layers), which need different masks; choose update layers of one attention type"
+            )
+
+    def _plain_layer(self, layer_class: type, index: int) -> nn.Module:
+        config = self.hf_model.config
+        with torch.device("meta"):
+            try:
+                layer = layer_class(config, layer_idx=index)
+            except TypeError:
+                layer = layer_class(config, index)
+        return layer.eval()
+
+    def prefix(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        position_ids: torch.Tensor | None = None,
+    ) -> BlockInputs:
+        """Run the frozen blocks below ``first`` (no grad) and return what block ``first`` receives."""
+        captured: dict[str, Any] = {}
+
+        def capture(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            captured["args"], captured["kwargs"] = args, kwargs
+            raise _Captured
+
+        handle = self.bridge.blocks[self.first].register_forward_pre_hook(capture, with_kwargs=True)
+        device = self.hf_model.get_input_embeddings().weight.device
+        inputs = {"input_ids": input_ids.to(device), "use_cache": False}
+        if attention_mask is not None:
+            inputs["attention_mask"] = attention_mask.to(device)
+        if position_ids is not None:
+            inputs["position_ids"] = position_ids.to(device)
+        try:
+            with torch.no_grad():
+                self.hf_model.base_model(**inputs)
+        except _Captured:
+            pass
+        finally:
+            handle.remove()
+        if "kwargs" not in captured:
+            raise RuntimeError(f"The model never called block {self.first}; cannot capture its inputs")
+        args, kwargs = captured["args"], dict(captured["kwargs"])
+        hidden, args = (args[0], tuple(args[1:])) if args else (kwargs.pop("hidden_states"), ())
+        return BlockInputs(hidden=hidden.detach(), args=args, kwargs=kwargs)
+
+    def run(self, inputs: BlockInputs, params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Residual stream after block ``last`` (= ``blocks.{last}.hook_resid_post``), from ``inputs``."""
+        params = params or {}
+        hidden = inputs.hidden
+        for module, entries, device in self._layers:
+            hidden = _to_device(hidden, device)
+            weights = {name: params.get(hf_name, tensor) for name, hf_name, tensor in entries}
+            args = (hidden, *_to_device(inputs.args, device))
+            output = torch.func.functional_call(module, weights, args, _to_device(inputs.kwargs, device))
+            hidden = output[0] if isinstance(output, tuple) else output
+        return hidden

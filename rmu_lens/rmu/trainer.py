@@ -1,0 +1,373 @@
+"""The RMU trainer: one model in memory, only layers first..l computed, frozen copies of trained tensors.
+
+Each step (topic t = step mod n_topics, DESIGN §2):
+
+    forget  = MSE(h_l(forget batch), c_t·u_t)
+    retain  = alpha_t · MSE(h_l(retain batch), h_l^frozen(retain batch))
+
+``h_l`` is ``blocks.{l}.hook_resid_post``. The frozen activations come from the same blocks with
+the frozen copies of the trained tensors swapped in; blocks below the first trained one are
+frozen and shared (``BlockRunner.prefix``), and a retain batch that repeats (the official schedule
+uses each twice with two topics) reuses its frozen activations.
+
+Default mode averages losses over real tokens and keeps real positions 0..n-1 on every row;
+``reference=True`` reproduces the official code (left padding with EOS, positions 0..T-1 on every
+row pads included, means over all positions).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from rmu_lens.models import tokenizer_of
+from rmu_lens.rmu.batches import Batcher, Source, TokenBatch, forget_sources, retain_sources, schedule, step_count
+from rmu_lens.rmu.config import RMUConfig
+from rmu_lens.rmu.control import check_control_vectors, draw_unit_vectors
+from rmu_lens.rmu.optim import LegacyAdamW
+from rmu_lens.rmu.params import TrainedParameter, resolve_parameters
+from rmu_lens.rmu.rundir import RunDirectory
+from rmu_lens.rmu.runner import BlockInputs, BlockRunner, block_output_index
+
+METRIC_TOKENS = "real tokens, the first real token of each row excluded (attention-sink outlier)"
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss became NaN or inf; the run directory keeps the last good checkpoint."""
+
+
+def masked_mse(x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error over the d_model entries of the tokens where ``mask`` is 1 (all tokens if None)."""
+    diff = (x.float() - target.float()).pow(2)
+    if mask is None:
+        return diff.mean()
+    mask = mask.to(diff.device, diff.dtype).unsqueeze(-1)
+    return (diff * mask).sum() / (mask.sum() * diff.shape[-1])
+
+
+def metric_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Real tokens except the first real token of each row, where activations are outliers (DESIGN §5)."""
+    first = (attention_mask.cumsum(-1) == 1) & attention_mask.bool()
+    return attention_mask.bool() & ~first
+
+
+def mean_token_norm(h: torch.Tensor, mask: torch.Tensor) -> float:
+    mask = mask.to(h.device)
+    return float(h.float().norm(dim=-1)[mask].mean()) if mask.any() else float("nan")
+
+
+def mean_token_cosine(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
+    mask = mask.to(a.device)
+    cos = torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
+    return float(cos[mask].mean()) if mask.any() else float("nan")
+
+
+@dataclass
+class RMURun:
+    """The outcome of :func:`unlearn`: the edited model, its history and where everything was written."""
+
+    model: Any
+    config: RMUConfig
+    topics: list[str]
+    steering_coeffs: dict[str, float]
+    control_vectors: dict[str, torch.Tensor]
+    """Unit vectors u per topic; the target is ``steering_coeffs[topic] * u``."""
+    history: list[dict[str, Any]]
+    trained_parameters: list[str]
+    status: str
+    out: Path | None = None
+    paths: dict[str, Path] = field(default_factory=dict)
+
+    def targets(self) -> dict[str, torch.Tensor]:
+        """c·u per topic."""
+        return {t: self.steering_coeffs[t] * self.control_vectors[t] for t in self.topics}
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        last = self.history[-1] if self.history else {}
+        rows = "".join(
+            f"<tr><td>{escape(str(k))}</td><td>{escape(f'{v:.4g}' if isinstance(v, float) else str(v))}</td></tr>"
+            for k, v in last.items()
+        )
+        where = escape(str(self.out)) if self.out else "not saved"
+        return (
+            f"<b>RMU run</b> ({escape(self.status)}, {len(self.history)} steps, topics "
+            f"{escape(', '.join(self.topics))}) at <code>{where}</code><table>{rows}</table>"
+        )
+
+
+class RMUTrainer:
+    """Runs RMU on a bridged model. Use :func:`unlearn` unless you need the steps one by one."""
+
+    def __init__(
+        self,
+        model: Any,
+        forget: Any,
+        retain: Any,
+        config: RMUConfig | None = None,
+        *,
+        control_vectors: dict[str, torch.Tensor] | Sequence[torch.Tensor] | None = None,
+        callbacks: Sequence[Any] = (),
+    ) -> None:
+        self.model = model
+        self.config = config or RMUConfig()
+        self.tokenizer = tokenizer_of(model)
+        self.forget: list[Source] = forget_sources(forget)
+        self.retain: list[Source] = retain_sources(retain, len(self.forget))
+        self.topics = [s.name for s in self.forget]
+        cfg = self.config
+        n_layers, d_model = model.cfg.n_layers, model.cfg.d_model
+        if cfg.layer >= n_layers:
+            raise ValueError(f"layer={cfg.layer} is out of range: the model has layers 0..{n_layers - 1}")
+        self.read_block = block_output_index(cfg.read_hook, n_layers)
+        self.trained: list[TrainedParameter] = resolve_parameters(model, cfg.param_names, cfg.update_layers)
+        self.first = min(cfg.update_layers)
+        if self.read_block < max(cfg.update_layers):
+            raise ValueError(
+                f"hook_point {cfg.read_hook!r} reads block {self.read_block}'s output, before update layer "
+                f"{max(cfg.update_layers)}: those parameters could not change it"
+            )
+        self.runner = BlockRunner(model, self.first, self.read_block)
+        self._check_trained_inside_runner()
+        self.alphas = dict(zip(self.topics, cfg.per_topic("alpha", len(self.topics))))
+        self.max_lengths = dict(zip(self.topics, cfg.per_topic("max_length", len(self.topics))))
+        self.unit_vectors = (
+            check_control_vectors(control_vectors, self.topics, d_model)
+            if control_vectors is not None
+            else draw_unit_vectors(self.topics, d_model, cfg.seed)
+        )
+        self.explicit_control_vectors = control_vectors is not None
+        self.steering_coeffs = dict(zip(self.topics, [float(c) for c in cfg.per_topic("steering_coeff", len(self.topics))]))
+        self.batcher = Batcher(self.tokenizer, cfg.batch_size, "left" if cfg.reference else "right")
+        self.n_steps = step_count(self.forget, self.retain, cfg.batch_size, cfg.max_batches, cfg.cycle)
+        self.callbacks = [c if hasattr(c, "on_step") or not callable(c) else _FunctionCallback(c) for c in callbacks]
+        self.history: list[dict[str, Any]] = []
+        self.step = 0
+        self._stop_requested = False
+        self._retain_cache: tuple[tuple[int, int], BlockInputs, torch.Tensor, torch.Tensor] | None = None
+        self._prepare_parameters()
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _check_trained_inside_runner(self) -> None:
+        from rmu_lens.rmu.params import block_index
+
+        for p in self.trained:
+            index = block_index(p.hf_name)
+            if index is None or not self.first <= index <= self.read_block:
+                raise ValueError(
+                    f"Trained tensor {p.bridge_name} ({p.hf_name}) is not inside blocks "
+                    f"{self.first}..{self.read_block}: RMU trains weights of the update layers only"
+                )
+
+    def _prepare_parameters(self) -> None:
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        self.frozen = {p.hf_name: p.parameter.detach().clone() for p in self.trained}
+        for p in self.trained:
+            p.parameter.requires_grad_(True)
+        cfg = self.config
+        params = [p.parameter for p in self.trained]
+        if cfg.optimizer == "legacy_adamw":
+            self.optimizer = LegacyAdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+
+    def _positions(self, batch: TokenBatch) -> torch.Tensor | None:
+        # The official forward passes no position ids, so positions are 0..T-1 on every row and
+        # left-padded tokens sit at shifted positions; the default mode gives real tokens 0..n-1.
+        if self.config.reference:
+            return None
+        return (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+    def _prefix(self, batch: TokenBatch) -> BlockInputs:
+        return self.runner.prefix(batch.input_ids, batch.attention_mask, self._positions(batch))
+
+    def _loss_mask(self, batch: TokenBatch) -> torch.Tensor | None:
+        return None if self.config.reference else batch.attention_mask
+
+    def calibrate_adaptive(self) -> dict[str, float]:
+        """Adaptive RMU: c_t = beta · mean token norm of frozen layer-l activations on topic t's first batch."""
+        beta = self.config.adaptive_beta
+        for topic, source in zip(self.topics, self.forget):
+            batch = self.batcher.get(source, 0, self.max_lengths[topic])
+            with torch.no_grad():
+                frozen = self.runner.run(self._prefix(batch), self.frozen)
+            self.steering_coeffs[topic] = beta * mean_token_norm(frozen, metric_mask(batch.attention_mask))
+        return self.steering_coeffs
+
+    # -- the step -------------------------------------------------------------------------
+
+    def _frozen_retain(self, key: tuple[int, int], batch: TokenBatch) -> tuple[BlockInputs, torch.Tensor]:
+        if self._retain_cache is not None and self._retain_cache[0] == key:
+            return self._retain_cache[1], self._retain_cache[2]
+        inputs = self._prefix(batch)
+        with torch.no_grad():
+            frozen = self.runner.run(inputs, self.frozen)
+        self._retain_cache = (key, inputs, frozen, batch.attention_mask)
+        return inputs, frozen
+
+    def train_step(self) -> dict[str, Any]:
+        """One RMU step; returns its history record."""
+        cfg = self.config
+        started = time.perf_counter()
+        topic_index, forget_index, retain_set, retain_index = schedule(self.step, self.forget, self.retain, cfg.batch_size)
+        topic = self.topics[topic_index]
+        forget_batch = self.batcher.get(self.forget[topic_index], forget_index, self.max_lengths[topic])
+        retain_batch = self.batcher.get(self.retain[retain_set], retain_index, cfg.retain_max_length)
+
+        forget_inputs = self._prefix(forget_batch)
+        updated_forget = self.runner.run(forget_inputs)
+        target = (self.steering_coeffs[topic] * self.unit_vectors[topic]).to(updated_forget.device, updated_forget.dtype)
+        forget_loss = masked_mse(updated_forget, target, self._loss_mask(forget_batch))
+
+        retain_inputs, frozen_retain = self._frozen_retain((retain_set, retain_index), retain_batch)
+        updated_retain = self.runner.run(retain_inputs)
+        retain_loss = self.alphas[topic] * masked_mse(
+            updated_retain, frozen_retain.to(updated_retain.device), self._loss_mask(retain_batch)
+        )
+        loss = forget_loss + retain_loss.to(forget_loss.device)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"Step {self.step}: loss is {loss.item()} (forget {forget_loss.item()}, retain {retain_loss.item()}); "
+                f"lower lr or steering_coeff. The run directory keeps the last good checkpoint."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+        record: dict[str, Any] = {
+            "step": self.step,
+            "topic": topic,
+            "loss": loss.item(),
+            "forget_loss": forget_loss.item(),
+            "retain_loss": retain_loss.item(),
+            "steering_coeff": self.steering_coeffs[topic],
+        }
+        with torch.no_grad():
+            forget_tokens, retain_tokens = metric_mask(forget_batch.attention_mask), metric_mask(retain_batch.attention_mask)
+            record["forget_norm"] = mean_token_norm(updated_forget, forget_tokens)
+            record["retain_norm"] = mean_token_norm(updated_retain, retain_tokens)
+            record["retain_cos"] = mean_token_cosine(updated_retain, frozen_retain, retain_tokens)
+            if self.step % cfg.metrics_every == 0:
+                frozen_forget = self.runner.run(forget_inputs, self.frozen)
+                record["forget_cos"] = mean_token_cosine(updated_forget, frozen_forget, forget_tokens)
+                record["frozen_forget_norm"] = mean_token_norm(frozen_forget, forget_tokens)
+        record["seconds"] = time.perf_counter() - started
+        self.step += 1
+        return record
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Stop after the current step; the run is checkpointed and can be resumed."""
+        self._stop_requested = True
+
+    def train(self, run_dir: RunDirectory | None = None, progress: bool = True) -> RMURun:
+        """Train to the end (or until a stop request), checkpointing into ``run_dir`` if given."""
+        cfg = self.config
+        if self.step == 0 and cfg.adaptive_beta is not None and not self.history:
+            self.calibrate_adaptive()
+        for callback in self.callbacks:
+            getattr(callback, "on_train_start", lambda trainer: None)(self)
+        bar = tqdm(total=self.n_steps, initial=self.step, desc="RMU", unit="step", disable=not progress, dynamic_ncols=True)
+        status = "finished"
+        try:
+            while self.step < self.n_steps:
+                if self._stop_requested:
+                    status = "stopped"
+                    break
+                try:
+                    record = self.train_step()
+                except NonFiniteLossError:
+                    if run_dir is not None:
+                        run_dir.mark(self, "failed")
+                    raise
+                self.history.append(record)
+                bar.update(1)
+                bar.set_postfix(
+                    topic=record["topic"], forget=f"{record['forget_loss']:.3g}", retain=f"{record['retain_loss']:.3g}",
+                    norm=f"{record['forget_norm']:.3g}",
+                )
+                for callback in self.callbacks:
+                    callback.on_step(record)
+                if run_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.n_steps:
+                    run_dir.checkpoint(self)
+        except KeyboardInterrupt:
+            if run_dir is not None:
+                run_dir.checkpoint(self, status="interrupted")
+            raise
+        finally:
+            bar.close()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+        run = self.result(status, run_dir)
+        if run_dir is not None:
+            run_dir.finish(self, run)
+        for callback in self.callbacks:
+            getattr(callback, "on_train_end", lambda run: None)(run)
+        return run
+
+    def result(self, status: str, run_dir: RunDirectory | None = None) -> RMURun:
+        return RMURun(
+            model=self.model,
+            config=self.config,
+            topics=list(self.topics),
+            steering_coeffs=dict(self.steering_coeffs),
+            control_vectors=dict(self.unit_vectors),
+            history=self.history,
+            trained_parameters=[p.bridge_name for p in self.trained],
+            status=status,
+            out=run_dir.path if run_dir else None,
+            paths=run_dir.paths() if run_dir else {},
+        )
+
+
+class _FunctionCallback:
+    """Adapts a plain callable to the callback protocol (it receives each step's record)."""
+
+    def __init__(self, function: Callable[[dict], Any]) -> None:
+        self.function = function
+
+    def on_step(self, record: dict) -> None:
+        self.function(record)
+
+
+def unlearn(
+    model: Any,
+    forget: Any,
+    retain: Any,
+    config: RMUConfig | None = None,
+    *,
+    control_vectors: dict[str, torch.Tensor] | Sequence[torch.Tensor] | None = None,
+    out: str | Path | None = None,
+    callbacks: Sequence[Any] = (),
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RMURun:
+    """Run RMU on ``model`` (a bridge from :func:`rmu_lens.load_model`), editing it in place.
+
+    ``forget``: one corpus/list of texts/token batches, a list of them (one per topic), or a mapping
+    topic -> data. ``retain``: one set for all topics or one per topic. With ``out``, the run
+    directory gets ``run.json``, ``control_vectors.safetensors``, checkpoints and ``model/``;
+    ``resume=True`` continues an interrupted run there. Callbacks get each step's record
+    (objects with ``on_step``/``on_train_start``/``on_train_end``, or plain callables).
+    """
+    trainer = RMUTrainer(model, forget, retain, config, control_vectors=control_vectors, callbacks=callbacks)
+    run_dir = None
+    if out is not None:
+        run_dir = RunDirectory(out)
+        run_dir.open(trainer, resume=resume, overwrite=overwrite)
+    elif resume:
+        raise ValueError("resume=True needs out=: the run directory to resume from")
+    return trainer.train(run_dir, progress=progress)
+
+
