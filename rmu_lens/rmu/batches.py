@@ -116,21 +116,24 @@ def retain_sources(retain: Any, n_topics: int) -> list[Source]:
 class Batcher:
     """Turns a Source's batch i into tokens, padded and truncated as the chosen mode requires."""
 
-    def __init__(self, tokenizer: Any, batch_size: int, padding_side: str) -> None:
+    def __init__(self, tokenizer: Any, batch_size: int, padding_side: str, pad_with_eos: bool = False) -> None:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.padding_side = padding_side
+        self.pad_with_eos = pad_with_eos
 
     def get(self, source: Source, index: int, max_length: int) -> TokenBatch:
         if source.batches is not None:
             return source.batches[index]
         texts = source.texts[index * self.batch_size : (index + 1) * self.batch_size]
-        previous = (self.tokenizer.padding_side, self.tokenizer.truncation_side)
+        previous = (self.tokenizer.padding_side, self.tokenizer.truncation_side, self.tokenizer.pad_token)
         self.tokenizer.padding_side, self.tokenizer.truncation_side = self.padding_side, "right"
+        if self.pad_with_eos:  # the official code sets pad_token_id = eos_token_id
+            self.tokenizer.pad_token = self.tokenizer.eos_token
         try:
             encoded = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
         finally:
-            self.tokenizer.padding_side, self.tokenizer.truncation_side = previous
+            self.tokenizer.padding_side, self.tokenizer.truncation_side, self.tokenizer.pad_token = previous
         return TokenBatch(encoded["input_ids"], encoded["attention_mask"])
 
 

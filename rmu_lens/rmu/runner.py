@@ -91,8 +91,12 @@ class BlockRunner:
         self.bridge = bridge
         self.first, self.last = first, last
         self.hf_model = hf_model_of(bridge)
-        hf_names = {id(t): readable_name(n) for n, t in self.hf_model.named_parameters(remove_duplicate=False)}
-        hf_names.update({id(t): readable_name(n) for n, t in self.hf_model.named_buffers(remove_duplicate=False)})
+        # A tensor's HF name is its first name, as params.resolve_parameters names it: the bridge also
+        # exposes aliases (``model.layers.5.mlp.out.weight``) that must not win.
+        hf_names: dict[int, str] = {}
+        for name, tensor in list(self.hf_model.named_parameters()) + list(self.hf_model.named_buffers()):
+            hf_names.setdefault(id(tensor), readable_name(name))
+        self.hf_names = set(hf_names.values())
         # Per block: the module to call and its tensors as (name inside the module, HF name, tensor).
         self._layers: list[tuple[nn.Module, list[tuple[str, str, torch.Tensor]], torch.device]] = []
         self.plain_blocks: list[int] = []
@@ -113,9 +117,11 @@ class BlockRunner:
             else:
                 # The bridge restructured this block (e.g. GPT-2's fused qkv split into q, k, v):
                 # call the bridge's block itself, still with functional weights.
+                # One path per tensor: the bridge reaches submodules by several paths (GPT-2's mlp.out
+                # is mlp.c_proj), and functional_call swapping one attribute twice restores the override.
                 module = block
-                local = dict(block.named_parameters(remove_duplicate=False))
-                local.update(dict(block.named_buffers(remove_duplicate=False)))
+                local = dict(block.named_parameters())
+                local.update(dict(block.named_buffers()))
             entries = [(name, hf_names.get(id(tensor), name), tensor) for name, tensor in local.items()]
             self._layers.append((module, entries, _module_device(original)))
         if len(attention_types) > 1:
@@ -169,11 +175,16 @@ class BlockRunner:
     def run(self, inputs: BlockInputs, params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """Residual stream after block ``last`` (= ``blocks.{last}.hook_resid_post``), from ``inputs``."""
         params = params or {}
+        unknown = set(params) - self.hf_names
+        if unknown:
+            raise KeyError(f"BlockRunner.run got overrides for unknown tensors {sorted(unknown)}; use plain HF names")
         hidden = inputs.hidden
         for module, entries, device in self._layers:
             hidden = _to_device(hidden, device)
             weights = {name: params.get(hf_name, tensor) for name, hf_name, tensor in entries}
             args = (hidden, *_to_device(inputs.args, device))
-            output = torch.func.functional_call(module, weights, args, _to_device(inputs.kwargs, device))
+            output = torch.func.functional_call(
+                module, weights, args, _to_device(inputs.kwargs, device), tie_weights=False
+            )
             hidden = output[0] if isinstance(output, tuple) else output
         return hidden

@@ -145,7 +145,9 @@ class RMUTrainer:
         )
         self.explicit_control_vectors = control_vectors is not None
         self.steering_coeffs = dict(zip(self.topics, [float(c) for c in cfg.per_topic("steering_coeff", len(self.topics))]))
-        self.batcher = Batcher(self.tokenizer, cfg.batch_size, "left" if cfg.reference else "right")
+        self.batcher = Batcher(
+            self.tokenizer, cfg.batch_size, "left" if cfg.reference else "right", pad_with_eos=cfg.reference
+        )
         self.n_steps = step_count(self.forget, self.retain, cfg.batch_size, cfg.max_batches, cfg.cycle)
         self.callbacks = [c if hasattr(c, "on_step") or not callable(c) else _FunctionCallback(c) for c in callbacks]
         self.history: list[dict[str, Any]] = []
