@@ -141,4 +141,12 @@ PROFILES: dict[str, dict[str, Any]] = {
     "zephyr": {},
     # Yi-34B as published: layer 15, update 13-15, c 300, alpha 350, 400 batches of 2.
     "yi-34b": {"layer": 15, "steering_coeff": 300.0, "alpha": 350.0, "batch_size": 2, "max_batches": 400},
+    # The embedded default (SmolLM2-135M) on a CPU in a few minutes. Its layer-7 token norms are ~115,
+    # ~40x Zephyr's, so c comes from the adaptive rule (2.5 x the frozen norm, ~300 here); a 135M model
+    # with large down_proj weights needs a larger lr, and alpha 100 lets the forget activations move
+    # within 40 steps while cos(updated, frozen) on retain stays >= 0.99 (docs/rmu.md has the sweep).
+    "demo": {
+        "layer": 7, "adaptive_beta": 2.5, "alpha": 100.0, "lr": 1e-2, "max_batches": 40,
+        "max_length": 128, "retain_max_length": 128, "cycle": True,
+    },
 }
