@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rmu_lens.eval.commands import register as register_eval_commands
+
 # RMUConfig field -> (flag, help). Every field has a flag (a test checks it).
 CONFIG_FLAGS: dict[str, tuple[str, str]] = {
     "layer": ("--layer", "layer l whose output (blocks.{l}.hook_resid_post) RMU steers [7]"),
@@ -183,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rmu-lens", description="RMU unlearning on TransformerLens hook points.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_unlearn(subparsers)
+    register_eval_commands(subparsers)
     _add_convert(subparsers)
     _add_corpora(subparsers)
     return parser
