@@ -64,16 +64,18 @@ def test_missing_corpus_file_is_one_clear_error(tiny_model_dir, tmp_path, capsys
 
 @pytest.mark.integration
 def test_short_cli_run_on_the_embedded_model_moves_forget_norm_toward_c(tmp_path):
-    """A few demo-profile steps on SmolLM2 with the bundled corpora: the forget norm at layer l rises
-    toward c (far above its base value) while retain activations stay on the frozen model's."""
+    """Sixteen demo-profile steps on SmolLM2 with the bundled corpora: on the last batch of each topic the
+    updated forget activations sit closer to c than the frozen model's on the same batch, their direction
+    has left the frozen one, and retain activations keep the frozen model's direction."""
     out = tmp_path / "run"
     code = main(["unlearn", "--model", "smollm2-135m", "--forget", "bundled:virology", "bundled:cybersecurity",
-                 "--retain", "bundled:retain", "--profile", "demo", "--max-batches", "8", "--out", str(out), "--no-progress"])
+                 "--retain", "bundled:retain", "--profile", "demo", "--max-batches", "16", "--out", str(out), "--no-progress"])
     assert code == 0
     record = json.loads((out / "run.json").read_text())
     for topic in record["topics"]:
-        steps = [h for h in record["history"] if h["topic"] == topic]
+        last = [h for h in record["history"] if h["topic"] == topic][-1]
         c = record["steering_coeffs"][topic]
-        base = steps[0]["frozen_forget_norm"]
-        assert abs(steps[-1]["forget_norm"] - c) < abs(base - c)
-        assert all(h["retain_cos"] >= 0.99 for h in steps)
+        assert abs(last["forget_norm"] - c) < 0.75 * abs(last["frozen_forget_norm"] - c)
+        assert last["forget_cos"] < 0.9
+    retain_cos = [h["retain_cos"] for h in record["history"]]
+    assert sum(retain_cos) / len(retain_cos) >= 0.99 and min(retain_cos) >= 0.985

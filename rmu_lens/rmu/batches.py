@@ -123,6 +123,7 @@ class Batcher:
         self.pad_with_eos = pad_with_eos
 
     def get(self, source: Source, index: int, max_length: int) -> TokenBatch:
+        """Batch ``index`` of ``source``; pre-tokenized batches are used as given (their padding is the caller's)."""
         if source.batches is not None:
             return source.batches[index]
         texts = source.texts[index * self.batch_size : (index + 1) * self.batch_size]

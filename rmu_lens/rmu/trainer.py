@@ -31,7 +31,7 @@ from rmu_lens.rmu.batches import Batcher, Source, TokenBatch, forget_sources, re
 from rmu_lens.rmu.config import RMUConfig
 from rmu_lens.rmu.control import check_control_vectors, draw_unit_vectors
 from rmu_lens.rmu.optim import LegacyAdamW
-from rmu_lens.rmu.params import TrainedParameter, resolve_parameters
+from rmu_lens.rmu.params import TrainedParameter, block_index, resolve_parameters
 from rmu_lens.rmu.rundir import RunDirectory
 from rmu_lens.rmu.runner import BlockInputs, BlockRunner, block_output_index
 
@@ -159,8 +159,6 @@ class RMUTrainer:
     # -- set-up ---------------------------------------------------------------------------
 
     def _check_trained_inside_runner(self) -> None:
-        from rmu_lens.rmu.params import block_index
-
         for p in self.trained:
             index = block_index(p.hf_name)
             if index is None or not self.first <= index <= self.read_block:
