@@ -16,13 +16,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from rmu_lens._io import atomic_directory
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -105,19 +105,12 @@ def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
-    try:
+    with atomic_directory(target) as staging:
         model.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         (staging / "rmu_lens_source.json").write_text(
             json.dumps({"converted_from": f"{EMBEDDED_MODELS[name].package}/{EMBEDDED_MODELS[name].gguf_file}"})
         )
-        if target.exists():  # a half-written directory from an interrupted conversion
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return target
 
 
@@ -251,16 +244,9 @@ def save_hf_model(bridge: TransformerBridge, directory: str | os.PathLike) -> Pa
     state = {k: available[k].detach().to("cpu") for k in expected if k in available}
     clean.load_state_dict(state, strict=False, assign=True)
     clean.tie_weights()
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-    try:
+    with atomic_directory(directory) as staging:
         clean.save_pretrained(staging, safe_serialization=True)
         tokenizer_of(bridge).save_pretrained(staging)
-        if directory.exists():
-            shutil.rmtree(directory)
-        os.replace(staging, directory)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return directory
 
 
@@ -298,13 +284,8 @@ def byte_tokenizer(model_max_length: int = 2048) -> PreTrainedTokenizerBase:
     # The bridge re-loads tokenizers by name to add a BOS; give this one a directory to load from.
     directory = cache_dir() / "tokenizers" / f"bytes-{model_max_length}"
     if not (directory / "tokenizer.json").is_file():
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".bytes-", dir=directory.parent))
-        fast.save_pretrained(staging)
-        try:
-            os.replace(staging, directory)
-        except OSError:  # another process finished first
-            shutil.rmtree(staging, ignore_errors=True)
+        with atomic_directory(directory) as staging:
+            fast.save_pretrained(staging)
     return PreTrainedTokenizerFast.from_pretrained(directory)
 
 
