@@ -23,8 +23,12 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 
 import torch
+
+# The official loss broadcasts c·u of shape (1, 1, d) against (B, T, d), which torch warns about.
+warnings.filterwarnings("ignore", message="Using a target size")
 
 
 def build_models(args: argparse.Namespace):
