@@ -1,0 +1,73 @@
+"""`rmu-lens eval` and `rmu-lens compare`: argparse subcommands (heavy imports happen inside them).
+
+    rmu-lens eval --model smollm2-135m --data wmdp-bio.jsonl --mode letter --out base.json
+    rmu-lens eval --model runs/bio/ --data wmdp-bio.jsonl --mode letter --out rmu.json
+    rmu-lens compare base.json rmu.json --forget-subjects wmdp-bio
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+FORMAT_CHOICES = ("wmdp", "mmlu", "mmlu-csv")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``eval`` and ``compare`` subcommands; each sets ``func`` taking the parsed args."""
+    evaluate_parser = subparsers.add_parser(
+        "eval",
+        help="score a model on multiple-choice questions (lm-eval compatible)",
+        description="Score a model on WMDP / MMLU-style questions as lm-evaluation-harness does (0-shot), "
+        "and write per-question records and per-subject accuracy with 95%% Wilson intervals.",
+    )
+    evaluate_parser.add_argument("--model", required=True, help="smollm2-135m, an HF directory, a hub name, or an rmu_lens run directory")
+    evaluate_parser.add_argument("--data", required=True, help="question file (.jsonl/.json/.parquet/.csv), MMLU CSV folder, bundled:NAME, or HF dataset name")
+    evaluate_parser.add_argument("--format", choices=FORMAT_CHOICES, default=None, help="data format (detected when omitted)")
+    evaluate_parser.add_argument("--config", default=None, help="HF dataset config, e.g. wmdp-bio for cais/wmdp")
+    evaluate_parser.add_argument("--mode", choices=("letter", "cloze"), default="cloze",
+                                 help="letter: lm-eval's wmdp_*/mmlu_* (scores ' A'..' D'); cloze: mmlu_*_continuation (default)")
+    evaluate_parser.add_argument("--subjects", nargs="+", default=None, help="keep only these subjects (or tasks)")
+    evaluate_parser.add_argument("--limit", type=int, default=None, help="first N questions of each subject")
+    evaluate_parser.add_argument("--batch-size", type=int, default=16, help="questions per forward pass (default 16)")
+    evaluate_parser.add_argument("--device", default=None, help="torch device for the model (default: load_model's choice)")
+    evaluate_parser.add_argument("--out", required=True, help="results JSON to write")
+    evaluate_parser.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    evaluate_parser.set_defaults(func=run_eval)
+
+    compare_parser = subparsers.add_parser(
+        "compare",
+        help="per-subject accuracy change between two eval results",
+        description="Compare two `rmu-lens eval` results question by question: per-subject change with "
+        "95%% intervals (Newcombe, paired), forget targets flagged against collateral subjects.",
+    )
+    compare_parser.add_argument("base", help="results JSON of the original model")
+    compare_parser.add_argument("new", help="results JSON of the edited model")
+    compare_parser.add_argument("--forget-subjects", nargs="+", default=None, help="subjects or tasks that were meant to be forgotten")
+    compare_parser.add_argument("--metric", choices=("acc", "acc_norm"), default="acc", help="acc_norm needs cloze results")
+    compare_parser.add_argument("--out", default=None, help="also write the comparison as JSON")
+    compare_parser.set_defaults(func=run_compare)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from rmu_lens.eval import evaluate, load_questions
+
+    questions = load_questions(args.data, format=args.format, subjects=args.subjects, limit=args.limit, config=args.config)
+    result = evaluate(args.model, questions, mode=args.mode, batch_size=args.batch_size, progress=not args.quiet, device=args.device)
+    result.meta["data"] = args.data
+    path = result.save(args.out)
+    if not args.quiet:
+        print(result.table())
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from rmu_lens.eval import compare
+
+    comparison = compare(args.base, args.new, forget_subjects=args.forget_subjects, metric=args.metric)
+    print(comparison.table())
+    if args.out:
+        path = comparison.save(args.out)
+        print(f"wrote {path}", file=sys.stderr)
+    return 0

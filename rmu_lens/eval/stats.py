@@ -1,0 +1,72 @@
+"""Confidence intervals for accuracies and their changes (pure Python floats, no dependencies).
+
+* Wilson score interval for one proportion (good coverage at small n and near 0 or 1).
+* Newcombe's interval for a difference of two proportions measured on the SAME questions
+  (Newcombe 1998, "Improved confidence intervals for the difference between binomial proportions
+  based on paired data", method 10): it combines the two Wilson intervals and corrects for the
+  correlation of the paired outcomes. With the correlation set to 0 it is Newcombe's hybrid score
+  interval for independent samples.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+Z_95 = 1.959963984540054  # standard normal quantile at 0.975
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of ``successes / n``; ``(0, 1)`` when ``n`` is 0."""
+    if n < 0 or not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval needs 0 <= successes <= n, got successes={successes}, n={n}")
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    z2 = z * z
+    denominator = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class PairedCounts:
+    """Outcomes of the same questions under two models (base, new)."""
+
+    both: int  # right under both
+    base_only: int  # right under base, wrong under new
+    new_only: int  # wrong under base, right under new
+    neither: int
+
+    @property
+    def n(self) -> int:
+        return self.both + self.base_only + self.new_only + self.neither
+
+    @classmethod
+    def from_outcomes(cls, base: list[bool], new: list[bool]) -> PairedCounts:
+        if len(base) != len(new):
+            raise ValueError(f"paired outcomes need equal lengths, got {len(base)} and {len(new)}")
+        pairs = list(zip(base, new))
+        return cls(
+            both=sum(b and n for b, n in pairs),
+            base_only=sum(b and not n for b, n in pairs),
+            new_only=sum(n and not b for b, n in pairs),
+            neither=sum(not b and not n for b, n in pairs),
+        )
+
+
+def paired_difference_interval(counts: PairedCounts, z: float = Z_95) -> tuple[float, float, float]:
+    """(delta, low, high) for accuracy(new) - accuracy(base) on paired questions (Newcombe method 10)."""
+    a, b, c, d, n = counts.both, counts.base_only, counts.new_only, counts.neither, counts.n
+    if n == 0:
+        return 0.0, -1.0, 1.0
+    p_base, p_new = (a + b) / n, (a + c) / n
+    low_base, high_base = wilson_interval(a + b, n, z)
+    low_new, high_new = wilson_interval(a + c, n, z)
+    marginals = (a + b) * (c + d) * (a + c) * (b + d)
+    phi = (a * d - b * c) / math.sqrt(marginals) if marginals else 0.0
+    delta = p_new - p_base
+    below = math.sqrt(max(0.0, (p_new - low_new) ** 2 - 2 * phi * (p_new - low_new) * (high_base - p_base) + (high_base - p_base) ** 2))
+    above = math.sqrt(max(0.0, (high_new - p_new) ** 2 - 2 * phi * (high_new - p_new) * (p_base - low_base) + (p_base - low_base) ** 2))
+    return delta, max(-1.0, delta - below), min(1.0, delta + above)
