@@ -6,7 +6,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -60,17 +60,22 @@ def load_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 @contextmanager
-def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
+def atomic_directory(target: str | os.PathLike, keep_existing: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield an empty staging directory beside ``target``; on success it replaces ``target``.
 
-    An exception leaves ``target`` as it was and removes the staging directory.
+    An exception leaves ``target`` as it was and removes the staging directory. When
+    ``keep_existing(target)`` is true at the end (another process finished the same work first),
+    the existing ``target`` is kept and the staged copy discarded.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         yield staging
+        staging.chmod(0o755)  # mkdtemp makes it private; the result is readable like any directory
         if target.exists():
+            if keep_existing is not None and keep_existing(target):
+                return
             shutil.rmtree(target)
         os.replace(staging, target)
     finally:

@@ -34,3 +34,27 @@ def make_tiny() -> Callable[..., object]:
         return load_model(model, tokenizer=tokenizer)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def testbed():
+    """The "small" ground-truth testbed (seed 0, overlap 0.5): trained once into the cache, then loaded."""
+    from rmu_lens.testbed import load_testbed
+
+    return load_testbed(seed=0, size="small", overlap=0.5, progress=True)
+
+
+@pytest.fixture(scope="session")
+def testbed_run_dir(testbed, tmp_path_factory) -> Path:
+    """A finished RMU run on the testbed with its preset, saved as a run directory (model/ inside).
+
+    Shared by the analysis, audit and report tests: load ``run_dir / "model"`` for the unlearned
+    model and ``testbed.bridge()`` for the base; do not write into this directory.
+    """
+    from rmu_lens.rmu import unlearn
+    from rmu_lens.testbed import testbed_rmu_config
+
+    out = tmp_path_factory.mktemp("testbed-run") / "run"
+    unlearn(testbed.bridge(), forget=testbed.forget_corpus(), retain=testbed.retain_corpus(),
+            config=testbed_rmu_config(), out=out, progress=True)
+    return out
