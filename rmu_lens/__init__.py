@@ -28,6 +28,13 @@ _EXPORTS = {
     "load_corpus": "rmu_lens.data.corpora",
     "Corpus": "rmu_lens.data.corpora",
     "read_run": "rmu_lens.rmu.rundir",
+    "evaluate": "rmu_lens.eval",
+    "load_questions": "rmu_lens.eval",
+    "compare": "rmu_lens.eval",
+    "EvalResult": "rmu_lens.eval",
+    "load_testbed": "rmu_lens.testbed",
+    "testbed_rmu_config": "rmu_lens.testbed",
+    "make_world": "rmu_lens.testbed",
 }
 
 __all__ = sorted(_EXPORTS)

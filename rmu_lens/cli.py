@@ -181,6 +181,16 @@ def _add_corpora(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=show)
 
 
+def _add_testbed(subparsers: argparse._SubParsersAction) -> None:
+    from rmu_lens.testbed.__main__ import add_arguments, run
+
+    parser = subparsers.add_parser(
+        "testbed", help="build (or load) the ground-truth testbed, run RMU on it, print accuracy per domain"
+    )
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rmu-lens", description="RMU unlearning on TransformerLens hook points.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -188,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_eval_commands(subparsers)
     _add_convert(subparsers)
     _add_corpora(subparsers)
+    _add_testbed(subparsers)
     return parser
 
 
