@@ -8,8 +8,8 @@ its wmdp/mmlu templates, one task per subject so the descriptions match); rmu_le
 on the TransformerBridge of the same weights. Model loading is not timed; everything from task
 set-up to per-question scores is. Prints wall seconds of each, the ratio, the largest per-choice
 log-likelihood difference and the number of differing predictions (must be 0). Network is off.
-Times are wall and process CPU seconds (all threads), the fastest of --repeats (3) alternating runs:
-the first runs in a fresh process can be several times slower than later ones.
+Times are wall and process CPU seconds (all threads), the fastest of --repeats alternating runs after
+--warmup untimed ones: the first runs in a fresh process can be several times slower than later ones.
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N questions of each subject")
     parser.add_argument("--modes", nargs="+", default=["letter", "cloze"], choices=["letter", "cloze"])
     parser.add_argument("--batch-size", type=int, default=16, help="batch size of both (lm-eval: requests, rmu_lens: questions)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each (alternating); the fastest is reported")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed full runs of each pipeline per mode first")
+    parser.add_argument("--repeats", type=int, default=2, help="timed runs of each (alternating); the fastest is reported")
     args = parser.parse_args()
 
     import torch
@@ -140,23 +141,24 @@ def main() -> int:
     bridge = load_model(directory)
     print(f"model {args.model}; {len(questions)} questions; batch size {args.batch_size}; torch threads {torch.get_num_threads()}; "
           f"{os.cpu_count()} CPUs; {platform.processor() or platform.machine()}; torch {torch.__version__}")
-    # A fresh process pays one-off costs (memory first touched, kernels chosen): on a small VM the
-    # first full runs took several times longer than later ones. Warm both pipelines up on a
-    # batch of each mode, untimed; the fastest of --repeats alternating runs is reported.
-    for mode in args.modes:
-        with tempfile.TemporaryDirectory() as folder:
-            run_lm_eval(lm, questions[: args.batch_size], mode, Path(folder))
-        evaluate(bridge, questions[: args.batch_size], mode=mode, batch_size=args.batch_size, progress=False)
+    # A fresh process on a small VM pays one-off costs (memory first touched and reclaimed, kernels
+    # chosen): the first full runs took up to ten times longer than later ones, for several minutes.
+    # So each mode first runs both pipelines --warmup times untimed, then --repeats timed runs,
+    # alternating lm-eval and rmu_lens so that load changes hit both; the fastest run is reported.
     failures = 0
     for mode in args.modes:
         lm_times, our_times = [], []
-        for _ in range(args.repeats):  # alternate the two so that load changes hit both
+        for round_number in range(args.warmup + args.repeats):
             with tempfile.TemporaryDirectory() as folder:
                 lm_timer, theirs, their_norm = run_lm_eval(lm, questions, mode, Path(folder))
             with Timer() as our_timer:
                 ours = evaluate(bridge, questions, mode=mode, batch_size=args.batch_size, progress=False)
-            lm_times.append(lm_timer)
-            our_times.append(our_timer)
+            timed = round_number >= args.warmup
+            print(f"  {mode} {'run' if timed else 'warm-up'} {round_number + 1}: lm-eval {lm_timer.wall:.1f} s wall "
+                  f"{lm_timer.cpu:.1f} s cpu, rmu_lens {our_timer.wall:.1f} s wall {our_timer.cpu:.1f} s cpu", flush=True)
+            if timed:
+                lm_times.append(lm_timer)
+                our_times.append(our_timer)
         differing, largest = 0, 0.0
         for record in ours.records:
             reference = theirs[record["id"]]
