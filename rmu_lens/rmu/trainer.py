@@ -32,6 +32,7 @@ from rmu_lens.rmu.config import RMUConfig
 from rmu_lens.rmu.control import check_control_vectors, draw_unit_vectors
 from rmu_lens.rmu.optim import LegacyAdamW
 from rmu_lens.rmu.params import TrainedParameter, block_index, resolve_parameters
+from rmu_lens.rmu.prefix import PrefixCache
 from rmu_lens.rmu.rundir import RunDirectory
 from rmu_lens.rmu.runner import BlockInputs, BlockRunner, block_output_index
 
@@ -104,7 +105,12 @@ class RMURun:
 
 
 class RMUTrainer:
-    """Runs RMU on a bridged model. Use :func:`unlearn` unless you need the steps one by one."""
+    """Runs RMU on a bridged model. Use :func:`unlearn` unless you need the steps one by one.
+
+    ``prefix_cache``: a :class:`~rmu_lens.rmu.prefix.PrefixCache` shared by the runs of a sweep
+    whose weights below the first trained layer are the same, so each batch's frozen prefix
+    (the layers below the first trained one) is computed once across the sweep.
+    """
 
     def __init__(
         self,
@@ -115,8 +121,10 @@ class RMUTrainer:
         *,
         control_vectors: dict[str, torch.Tensor] | Sequence[torch.Tensor] | None = None,
         callbacks: Sequence[Any] = (),
+        prefix_cache: PrefixCache | None = None,
     ) -> None:
         self.model = model
+        self.prefix_cache = prefix_cache
         self.config = config or RMUConfig()
         self.tokenizer = tokenizer_of(model)
         self.forget: list[Source] = forget_sources(forget)
@@ -188,7 +196,14 @@ class RMUTrainer:
         return (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
 
     def _prefix(self, batch: TokenBatch) -> BlockInputs:
-        return self.runner.prefix(batch.input_ids, batch.attention_mask, self._positions(batch))
+        if self.prefix_cache is None:
+            return self.runner.prefix(batch.input_ids, batch.attention_mask, self._positions(batch))
+        key = PrefixCache.key(self.first, self.config.reference, batch.input_ids, batch.attention_mask)
+        inputs = self.prefix_cache.get(key)
+        if inputs is None:
+            inputs = self.runner.prefix(batch.input_ids, batch.attention_mask, self._positions(batch))
+            self.prefix_cache.put(key, inputs)
+        return inputs
 
     def _loss_mask(self, batch: TokenBatch) -> torch.Tensor | None:
         return None if self.config.reference else batch.attention_mask
@@ -352,6 +367,7 @@ def unlearn(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = True,
+    prefix_cache: PrefixCache | None = None,
 ) -> RMURun:
     """Run RMU on ``model`` (a bridge from :func:`rmu_lens.load_model`), editing it in place.
 
@@ -361,7 +377,9 @@ def unlearn(
     ``resume=True`` continues an interrupted run there. Callbacks get each step's record
     (objects with ``on_step``/``on_train_start``/``on_train_end``, or plain callables).
     """
-    trainer = RMUTrainer(model, forget, retain, config, control_vectors=control_vectors, callbacks=callbacks)
+    trainer = RMUTrainer(
+        model, forget, retain, config, control_vectors=control_vectors, callbacks=callbacks, prefix_cache=prefix_cache
+    )
     run_dir = None
     if out is not None:
         run_dir = RunDirectory(out)
