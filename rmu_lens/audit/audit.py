@@ -1,0 +1,306 @@
+"""audit(): how robust is this unlearning? Direction ablation, few-shot fine-tuning and probes in one call.
+
+    result = audit(base, unlearned_run, forget_questions=..., retain_questions=...,
+                   forget_texts=..., retain_texts=..., out="audit/")
+    print("\\n".join(result.headline()))
+    # removed 72.2 points of forget accuracy (0.972 -> 0.250)
+    # ablation recovers 64% [55%, 73%] (mean_diff @ layers 0,1,2,3); a random direction 0% [0%, 3%]
+    # 10-shot fine-tuning recovers 35% [...] on unrelated text, 52% [...] on forget-domain text
+
+``AuditResult`` holds every condition with its recovery and interval, serialises to JSON
+(``save``/``load``) and draws its figures (``figures()``: name -> matplotlib Figure).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the audits import torch; this module stays light so the CLI starts fast
+    from rmu_lens.audit.ablation import AblationResult
+    from rmu_lens.audit.finetune import FinetuneConfig, FinetuneResult
+    from rmu_lens.audit.probe_audit import ProbeAuditResult
+
+FORMAT = "rmu_lens.audit/1"
+HEADLINE_N = 10
+"""The fine-tuning N quoted in the headline when it was run ("10-shot fine-tuning recovers Z%")."""
+
+
+class AuditFileError(ValueError):
+    """A file is not an rmu_lens audit: the message names the file and what is wrong."""
+
+
+@dataclass
+class AuditResult:
+    """The outcome of :func:`audit`: baseline accuracies and each audit's recovery of the removed accuracy."""
+
+    baseline: dict[str, Any]
+    ablation: AblationResult | None = None
+    finetune: FinetuneResult | None = None
+    probe: ProbeAuditResult | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def removed(self) -> float:
+        """Forget accuracy points removed by unlearning (base - unlearned)."""
+        return self.baseline["removed"]
+
+    def headline(self) -> list[str]:
+        """The robustness summary for a report: what was removed and how much each audit brings back."""
+        b = self.baseline
+        lines = [
+            f"removed {100 * self.removed:.1f} points of forget accuracy "
+            f"({b['base_forget_acc']:.3f} -> {b['unlearned_forget_acc']:.3f}, {b['n_forget']} questions, {b['mode']})"
+        ]
+        if "base_retain_acc" in b:
+            lines[0] += f"; retain {b['base_retain_acc']:.3f} -> {b['unlearned_retain_acc']:.3f}"
+        if self.ablation is not None:
+            best, control = self.ablation.best(), self.ablation.control()
+            if best is None:
+                note = self.ablation.conditions[0].recovery.note if self.ablation.conditions else ""
+                lines.append(f"ablation recovery undefined: {note}")
+            else:
+                text = f"ablation recovers {best.recovery.describe()} ({best.label})"
+                if control is not None:
+                    text += f"; a random direction {control.recovery.describe()}"
+                lines.append(text)
+        if self.finetune is not None:
+            n = HEADLINE_N if any(c.n_examples == HEADLINE_N for c in self.finetune.conditions) else min(
+                c.n_examples for c in self.finetune.conditions)
+            parts = []
+            for source in self.finetune.sources:
+                condition = self.finetune.at(source, n)
+                if condition is not None:
+                    label = {"retain": "unrelated text", "forget": "forget-domain text"}.get(source, f"{source} text")
+                    parts.append(f"{condition.recovery.describe()} on {label}")
+            lines.append(f"{n}-shot fine-tuning recovers " + ", ".join(parts))
+        if self.probe is not None:
+            lines.append(self.probe.headline())
+        return lines
+
+    def figures(self) -> dict[str, Any]:
+        """Name -> matplotlib Figure (Agg; no pyplot state) for each audit that ran."""
+        from rmu_lens.plots.audit import ablation_figure, finetune_figure, probe_figure
+
+        figures = {}
+        if self.ablation is not None and self.ablation.conditions:
+            figures["ablation"] = ablation_figure(self.ablation)
+        if self.finetune is not None and self.finetune.conditions:
+            figures["finetune"] = finetune_figure(self.finetune)
+        if self.probe is not None and self.probe.layers:
+            figures["probe"] = probe_figure(self.probe)
+        return figures
+
+    # -- files ------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "headline": self.headline(),
+            "baseline": self.baseline,
+            "ablation": self.ablation.to_dict() if self.ablation else None,
+            "finetune": self.finetune.to_dict() if self.finetune else None,
+            "probe": self.probe.to_dict() if self.probe else None,
+            "meta": self.meta,
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the result as JSON, atomically."""
+        from rmu_lens._io import atomic_write_json
+
+        return atomic_write_json(path, _finite(self.to_dict()))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> AuditResult:
+        """Read a file written by :meth:`save`."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as error:
+            raise AuditFileError(f"Audit file not found: {path}") from error
+        except json.JSONDecodeError as error:
+            raise AuditFileError(f"{path}: not valid JSON ({error.msg}); pass a file written by AuditResult.save") from error
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            found = data.get("format") if isinstance(data, dict) else type(data).__name__
+            raise AuditFileError(f"{path}: not an rmu_lens audit (format {found!r}, expected {FORMAT!r})")
+        from rmu_lens.audit.ablation import AblationResult
+        from rmu_lens.audit.finetune import FinetuneResult
+        from rmu_lens.audit.probe_audit import ProbeAuditResult
+
+        data = _nan_back(data)
+        return cls(
+            baseline=data["baseline"],
+            ablation=AblationResult.from_dict(data["ablation"]) if data.get("ablation") else None,
+            finetune=FinetuneResult.from_dict(data["finetune"]) if data.get("finetune") else None,
+            probe=ProbeAuditResult.from_dict(data["probe"]) if data.get("probe") else None,
+            meta=data.get("meta") or {},
+        )
+
+    def write(self, directory: str | os.PathLike) -> dict[str, Path]:
+        """Write ``audit.json`` and one PNG per figure into ``directory``; returns name -> path."""
+        from rmu_lens._io import atomic_directory
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = {"audit": self.save(directory / "audit.json")}
+        figures = self.figures()
+        if figures:
+            with atomic_directory(directory / "figures") as staging:
+                for name, figure in figures.items():
+                    figure.savefig(staging / f"{name}.png", dpi=120, bbox_inches="tight")
+            paths |= {name: directory / "figures" / f"{name}.png" for name in figures}
+        return paths
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities as None-tagged strings, so the JSON is standard (json.dumps writes bare NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"nan": None} if math.isnan(value) else {"inf": 1 if value > 0 else -1}
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _nan_back(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"nan"}:
+            return float("nan")
+        if set(value) == {"inf"}:
+            return math.inf * value["inf"]
+        return {k: _nan_back(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nan_back(v) for v in value]
+    return value
+
+
+# --- the entry point -----------------------------------------------------------------------------
+
+
+def _run_settings(unlearned: Any, run: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """(bridge, run facts, control vectors) from a bridge plus an optional RMURun / run directory / run.json dict."""
+    from rmu_lens.rmu.trainer import RMURun
+
+    if isinstance(unlearned, RMURun):
+        run, unlearned = unlearned, unlearned.model
+    facts: dict[str, Any] = {}
+    vectors: dict[str, Any] = {}
+    if isinstance(run, RMURun):
+        facts = {"layer": run.config.layer, "update_layers": list(run.config.update_layers),
+                 "steering_coeffs": dict(run.steering_coeffs), "out": str(run.out) if run.out else None}
+        vectors = dict(run.control_vectors)
+    elif isinstance(run, (str, os.PathLike)):
+        from rmu_lens._io import load_tensors
+        from rmu_lens.rmu.rundir import read_run
+
+        saved = read_run(run)
+        facts = {"layer": saved["config"]["layer"], "update_layers": saved["config"]["update_layers"],
+                 "steering_coeffs": saved.get("steering_coeffs"), "out": os.fspath(run)}
+        tensors = load_tensors(Path(run) / "control_vectors.safetensors")
+        vectors = {k[len("u."):]: v for k, v in tensors.items() if k.startswith("u.")}
+    elif isinstance(run, Mapping):
+        config = run.get("config", run)
+        facts = {"layer": config["layer"], "update_layers": config.get("update_layers") or
+                 list(range(max(0, config["layer"] - 2), config["layer"] + 1))}
+    elif run is not None:
+        raise TypeError(f"run: expected an RMURun, a run directory or a run.json dict, not {type(run).__name__}")
+    return unlearned, facts, vectors
+
+
+def audit(
+    base: Any,
+    unlearned: Any,
+    *,
+    forget_questions: Sequence[Any],
+    retain_questions: Sequence[Any] | None = None,
+    forget_texts: Sequence[str],
+    retain_texts: Sequence[str] | None = None,
+    run: Any = None,
+    layer: int | None = None,
+    update_layers: Sequence[int] | None = None,
+    layer_sets: Sequence[Sequence[int]] | None = None,
+    ablation: bool = True,
+    finetune: FinetuneConfig | bool | None = True,
+    probe: bool = True,
+    mode: str = "cloze",
+    batch_size: int = 16,
+    direction_texts: int = 64,
+    max_length: int = 128,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> AuditResult:
+    """Run the recovery audits on an unlearned model and summarise how much of the removed accuracy comes back.
+
+    ``base``: the model before unlearning (a bridge). ``unlearned``: a bridge or an ``RMURun``; ``run``
+    (an RMURun, a run directory or a run.json dict) supplies the RMU layer, update layers and control
+    vectors when ``unlearned`` is a bare bridge, else give ``layer``/``update_layers``. Forget/retain
+    questions are scored with :func:`rmu_lens.eval.evaluate`; ``forget_texts`` feed the direction
+    estimate (first ``direction_texts``) and the forget-domain fine-tunes, ``retain_texts`` the
+    unrelated ones. Neither model is modified: ablation hooks are removed afterwards and each
+    fine-tune works on a fresh copy. With ``out``, writes ``audit.json``, ``directions.safetensors``
+    and ``figures/*.png`` there.
+    """
+    from rmu_lens._io import atomic_save_tensors
+    from rmu_lens.audit.ablation import ablation_audit, default_layer_sets, estimate_directions
+    from rmu_lens.audit.finetune import FinetuneConfig, finetune_audit
+    from rmu_lens.audit.recovery import Baseline
+    from rmu_lens.eval import evaluate
+
+    started = time.perf_counter()
+    unlearned, facts, control_vectors = _run_settings(unlearned, run)
+    layer = layer if layer is not None else facts.get("layer")
+    update_layers = list(update_layers) if update_layers is not None else facts.get("update_layers")
+    if ablation and layer_sets is None and layer is None:
+        raise ValueError("audit needs the RMU layer for the ablation: pass run= (an RMURun or run directory), layer=, or layer_sets=")
+    if not forget_questions:
+        raise ValueError("audit needs forget_questions: the multiple-choice questions the unlearning was meant to remove")
+    forget_texts = [t for t in forget_texts or [] if isinstance(t, str) and t.strip()]
+    if (ablation or finetune) and not forget_texts:
+        raise ValueError("audit needs forget_texts (forget-domain text) for the direction estimate and the fine-tunes")
+    finetune_config = FinetuneConfig() if finetune is True else (finetune or None)
+    if finetune_config is not None and not retain_texts:
+        raise ValueError("the fine-tuning audit needs retain_texts (unrelated text); pass them or finetune=False")
+
+    def score(model: Any, questions: Sequence[Any] | None):
+        return evaluate(model, questions, mode=mode, batch_size=batch_size, progress=False) if questions else None
+
+    baseline = Baseline(score(base, forget_questions), score(unlearned, forget_questions),
+                        score(base, retain_questions), score(unlearned, retain_questions))
+    result = AuditResult(baseline=baseline.summary(), meta={
+        "run": facts, "mode": mode, "n_forget_texts": len(forget_texts), "n_retain_texts": len(retain_texts or []),
+        "seed": seed, "recovery": "(acc_audited - acc_unlearned) / (acc_base - acc_unlearned) on the forget questions; "
+        "95% paired bootstrap interval over questions; raw values kept, display clamped to 0..100%",
+    })
+    directions = None
+    if ablation:
+        sets = [list(s) for s in layer_sets] if layer_sets is not None else default_layer_sets(
+            layer, update_layers or [layer], unlearned.cfg.n_layers)
+        layers = sorted({l for s in sets for l in s})
+        directions = estimate_directions(base, unlearned, forget_texts[:direction_texts], layers, max_length=max_length,
+                                         control_vectors=control_vectors, progress=progress)
+        result.ablation = ablation_audit(unlearned, directions, baseline, forget_questions, retain_questions,
+                                         layer_sets=sets, batch_size=batch_size, seed=seed, progress=progress)
+    if finetune_config is not None:
+        sources = {"retain": list(retain_texts), "forget": forget_texts}
+        result.finetune = finetune_audit(unlearned, baseline, forget_questions, retain_questions, sources,
+                                         finetune_config, batch_size=batch_size, progress=progress)
+    if probe:
+        from rmu_lens.audit.probe_audit import probe_audit
+
+        result.probe = probe_audit(base, unlearned, forget_questions, mode=mode, progress=progress)
+    result.meta["seconds"] = round(time.perf_counter() - started, 1)
+    if out is not None:
+        paths = result.write(out)
+        if directions is not None:
+            atomic_save_tensors(Path(out) / "directions.safetensors", directions.tensors(),
+                                metadata={"hook_template": directions.hook_template})
+        result.meta["paths"] = {k: str(v) for k, v in paths.items()}
+    return result

@@ -1,0 +1,44 @@
+"""`rmu-lens audit` / `rmu-lens layer-study` argument handling: parsing, clear errors, a light import."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pytest
+
+from rmu_lens.audit.commands import register
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="rmu-lens")
+    register(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(argv)
+
+
+def test_layer_sets_and_counts_are_parsed():
+    args = parse(["audit", "--unlearned", "run", "--out", "o", "--layer-sets", "7;5,6,7", "--finetune-n", "5,10"])
+    assert args.layer_sets == [[7], [5, 6, 7]] and args.finetune_n == [5, 10]
+    assert parse(["layer-study", "--layers", "3,7,11", "--out", "o", "--testbed"]).layers == [3, 7, 11]
+
+
+def test_a_directory_without_run_json_is_refused_before_loading_models(tmp_path):
+    args = parse(["audit", "--unlearned", str(tmp_path), "--out", str(tmp_path / "o"), "--testbed"])
+    with pytest.raises(FileNotFoundError, match="not an rmu_lens run directory"):
+        args.func(args)
+
+
+def test_missing_questions_name_the_flag_and_the_testbed_alternative(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "run.json").write_text(json.dumps({"status": "finished"}))
+    args = parse(["audit", "--unlearned", str(tmp_path), "--out", str(tmp_path / "o"), "--base", "x"])
+    with pytest.raises(ValueError, match="--forget-data and --forget-corpus required .*--testbed"):
+        args.func(args)
+
+
+def test_importing_the_commands_does_not_import_torch():
+    code = "import sys, rmu_lens.audit.commands, rmu_lens.audit; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
