@@ -1,0 +1,1 @@
+"""matplotlib figures: each function takes results and returns a Figure."""
