@@ -64,3 +64,16 @@ def test_audit_without_a_layer_says_how_to_give_one(make_tiny):
     model = make_tiny("llama", n_layers=2, d_model=32, seed=0)
     with pytest.raises(ValueError, match="run=.*layer="):
         audit(model, model, forget_questions=tiny_questions(), forget_texts=texts("bio", 4), finetune=False, probe=False)
+
+
+def test_top_level_audit_is_callable_before_and_after_the_package_is_imported(tiny_run):
+    import importlib
+
+    import rmu_lens
+
+    base, run = tiny_run
+    importlib.import_module("rmu_lens.audit")  # binds the package as rmu_lens.audit
+    result = rmu_lens.audit(base, run, forget_questions=tiny_questions(4), retain_questions=tiny_questions(4),
+                            forget_texts=texts("bio", 4), retain_texts=texts("retain", 4),
+                            finetune=False, probe=False, progress=False)
+    assert isinstance(result, AuditResult)

@@ -25,6 +25,8 @@ submodule of the same name (audit.py imports nothing heavy at module level). The
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 from rmu_lens.audit.audit import AuditResult, audit
@@ -51,3 +53,14 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'rmu_lens.audit' has no attribute {name!r}")
+
+
+class _CallableModule(types.ModuleType):
+    """``rmu_lens.audit(...)`` runs :func:`audit`: once this package is imported, ``rmu_lens.audit``
+    is the package (Python binds submodules on their parent), so the package itself must be callable."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> AuditResult:
+        return audit(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
