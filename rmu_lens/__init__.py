@@ -6,6 +6,7 @@
                      retain=rl.load_corpus("bundled:retain"), config=rl.RMUConfig.profile("demo"))
 
 Names are imported lazily so the command line starts without loading torch or TransformerLens.
+In Jupyter, ``%load_ext rmu_lens`` adds the magics (see rmu_lens.jupyter).
 """
 
 from __future__ import annotations
@@ -35,6 +36,19 @@ _EXPORTS = {
     "load_testbed": "rmu_lens.testbed",
     "testbed_rmu_config": "rmu_lens.testbed",
     "make_world": "rmu_lens.testbed",
+    "analyze": "rmu_lens.analysis",
+    "analyze_run": "rmu_lens.analysis",
+    "Analysis": "rmu_lens.analysis",
+    "collect_activations": "rmu_lens.analysis",
+    "Activations": "rmu_lens.analysis",
+    "CollapseAnalysis": "rmu_lens.analysis",
+    "ProbeAnalysis": "rmu_lens.analysis",
+    "LinearProbe": "rmu_lens.analysis",
+    "DamageAnalysis": "rmu_lens.analysis",
+    "audit": "rmu_lens.audit",
+    "AuditResult": "rmu_lens.audit",
+    "FinetuneConfig": "rmu_lens.audit",
+    "layer_study": "rmu_lens.audit.layer_study",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -44,6 +58,20 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'rmu_lens' has no attribute {name!r}")
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext rmu_lens`` registers the magics (%rmu_unlearn, %rmu_eval, %rmu_compare, %rmu_analyze)."""
+    from rmu_lens.jupyter import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext rmu_lens`` removes them again."""
+    from rmu_lens.jupyter import unload_ipython_extension as unload
+
+    unload(ipython)
 
 
 def __dir__() -> list[str]:

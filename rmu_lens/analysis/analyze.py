@@ -50,6 +50,12 @@ class Analysis:
     damage: DamageAnalysis | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def _repr_html_(self) -> str:
+        """Notebook summary: layer-l numbers per dataset, probe accuracies, damage ranking (names escaped)."""
+        from rmu_lens.jupyter.display import analysis_html
+
+        return analysis_html(self)
+
     def summary(self) -> dict[str, Any]:
         """Headline numbers at layer l: forget norm vs c, collapse, retain/adjacent shift, probes, damage."""
         c = self.collapse

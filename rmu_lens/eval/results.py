@@ -170,6 +170,28 @@ class EvalResult:
         return title + "\n" + format_table(headers, rows)
 
 
+    def _repr_html_(self) -> str:
+        """Notebook summary: accuracy per subject with 95% intervals (subject and model names escaped)."""
+        from html import escape
+
+        headers = ["subject", "n", "acc", "95% CI"] + (["acc_norm"] if self.mode == "cloze" else [])
+
+        def cells(name: str, row: dict[str, Any], bold: bool = False) -> str:
+            values = [escape(name), str(row["n"]), f"{row['acc']:.3f}", f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"]
+            if self.mode == "cloze":
+                values.append(f"{row['acc_norm']:.3f}")
+            tag = "th" if bold else "td"
+            return "<tr>" + "".join(f"<{tag} style='text-align:left'>{v}</{tag}>" for v in values) + "</tr>"
+
+        rows = "".join(cells(name, row) for name, row in self.by_subject().items()) + cells("overall", self.overall(), True)
+        head = "".join(f"<th style='text-align:left'>{escape(h)}</th>" for h in headers)
+        model = escape(str(self.meta.get("model", "?")))
+        return (
+            f"<b>Evaluation</b> <span style='color:#666'>{escape(self.mode)} mode · model <code>{model}</code> · "
+            f"{len(self.records)} questions</span><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+        )
+
+
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
     """Left-aligned first column, right-aligned others, a rule under the header."""
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
