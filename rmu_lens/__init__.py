@@ -49,6 +49,10 @@ _EXPORTS = {
     "AuditResult": "rmu_lens.audit",
     "FinetuneConfig": "rmu_lens.audit",
     "layer_study": "rmu_lens.audit.layer_study",
+    "build_report": "rmu_lens.report",
+    "run_pipeline": "rmu_lens.pipeline",
+    "smollm2_plan": "rmu_lens.pipeline",
+    "testbed_plan": "rmu_lens.pipeline",
 }
 
 __all__ = sorted(_EXPORTS)

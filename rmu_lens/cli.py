@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rmu_lens.audit.commands import register as register_audit_commands
 from rmu_lens.eval.commands import register as register_eval_commands
 
 # RMUConfig field -> (flag, help). Every field has a flag (a test checks it).
@@ -191,6 +193,112 @@ def _add_testbed(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="the main job end to end: evaluate, RMU, evaluate, analyze, report",
+        description=(
+            "Load the embedded default model (SmolLM2-135M-Instruct), evaluate it on the six bundled question "
+            "sets (cloze mode), run RMU with the demo profile (forget bundled:virology + bundled:cybersecurity, "
+            "retain bundled:retain), evaluate again, analyze the representations and write an HTML report. "
+            "--testbed does the same on the ground-truth testbed world. Writes OUT/run/, OUT/eval_base.json, "
+            "OUT/eval_unlearned.json, OUT/comparison.json, OUT/analysis/, OUT/figures/, OUT/report.html, "
+            "OUT/summary.json (docs/report.md)."
+        ),
+    )
+    parser.add_argument("--out", required=True, type=Path, help="output directory (must be new or empty)")
+    parser.add_argument("--testbed", action="store_true", help="run on the ground-truth testbed (trained once and cached)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="questions per bundled set [30 of 105-130; the testbed always uses all]")
+    parser.add_argument("--max-batches", type=int, default=None, help="RMU steps [the profile's]")
+    parser.add_argument("--max-texts", type=int, default=None, help="texts per analysis dataset [16; testbed 48]")
+    parser.add_argument("--no-analysis", action="store_true", help="skip the representation analysis")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (only once the demo succeeds)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run_demo)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from rmu_lens.pipeline import check_output_dir, run_pipeline, smollm2_plan, testbed_plan
+
+    check_output_dir(args.out, args.overwrite)  # before minutes of loading
+    for name in ("limit", "max_batches", "max_texts"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: give a positive number")
+    sizes = {"analysis_max_texts": args.max_texts} if args.max_texts else {}
+    if args.testbed:
+        plan = testbed_plan(**sizes)
+        if args.max_batches:
+            plan.config = dataclasses.replace(plan.config, max_batches=args.max_batches)
+    else:
+        plan = smollm2_plan(**({"question_limit": args.limit} if args.limit else {}), max_batches=args.max_batches, **sizes)
+    run_pipeline(plan, args.out, overwrite=args.overwrite, progress=not args.no_progress, analysis=not args.no_analysis,
+                 log=print)
+    return 0
+
+
+def _add_analyze(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "analyze",
+        help="compare a base model and an RMU run's model inside: norms, directions, probes, damage; write a report",
+        description=(
+            "Analyze what an RMU run changed inside the model, against the base model. Datasets default to the "
+            "run's own forget and retain corpora plus the bundled question sets as text (biology, computing: "
+            "adjacent; geography, history: distant). Writes OUT/analysis/, OUT/figures/, OUT/report.html and "
+            "OUT/summary.json; give --base-eval and --unlearned-eval (`rmu-lens eval` results) to add accuracy."
+        ),
+    )
+    parser.add_argument("--base", required=True, help="the original model: smollm2-135m, an HF directory or a hub name")
+    parser.add_argument("--unlearned", required=True, type=Path, help="the RMU run directory (run.json, control vectors, model/)")
+    parser.add_argument("--out", required=True, type=Path, help="output directory (must be new or empty)")
+    parser.add_argument("--data", nargs="+", default=None, metavar="NAME=SOURCE:ROLE",
+                        help="datasets instead of the defaults: a corpus source (bundled:NAME, .jsonl/.txt/.parquet) "
+                             "and a role (forget, retain, adjacent, distant); a forget set's NAME is its topic")
+    parser.add_argument("--max-texts", type=int, default=32, help="texts per dataset [32]")
+    parser.add_argument("--layers", type=_int_list, default=None, help="comma-separated layers to read [every layer]")
+    parser.add_argument("--base-eval", type=Path, default=None, help="`rmu-lens eval` result of the base model")
+    parser.add_argument("--unlearned-eval", type=Path, default=None, help="`rmu-lens eval` result of the unlearned model")
+    parser.add_argument("--forget-subjects", nargs="+", default=None, help="subjects of the evaluations that were to be forgotten")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(func=run_analyze)
+
+
+def parse_dataset(text: str) -> tuple[str, str, str]:
+    """``NAME=SOURCE:ROLE`` -> (name, source, role); the role is after the last colon."""
+    from rmu_lens.analysis.collapse import ROLES
+
+    name, equals, rest = text.partition("=")
+    source, colon, role = rest.rpartition(":")
+    if not equals or not colon or not name or not source or role not in ROLES:
+        raise ValueError(f"--data {text!r}: write NAME=SOURCE:ROLE, e.g. virology=bundled:virology:forget; roles: {', '.join(ROLES)}")
+    return name, source, role
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    from rmu_lens.data.corpora import load_corpus
+    from rmu_lens.eval import EvalResult
+    from rmu_lens.pipeline import check_output_dir, run_analysis
+
+    check_output_dir(args.out, args.overwrite)
+    if (args.base_eval is None) != (args.unlearned_eval is None):
+        raise ValueError("give both --base-eval and --unlearned-eval (results of `rmu-lens eval`), or neither")
+    datasets = None
+    if args.data:
+        datasets = {}
+        for text in args.data:
+            name, source, role = parse_dataset(text)
+            datasets[name] = (load_corpus(source, name=name), role)
+    evaluations = (EvalResult.load(args.base_eval), EvalResult.load(args.unlearned_eval)) if args.base_eval else None
+    run_analysis(
+        args.base, args.unlearned, args.out, datasets=datasets, max_texts=args.max_texts, layers=args.layers,
+        evaluations=evaluations, forget_subjects=args.forget_subjects, overwrite=args.overwrite,
+        progress=not args.no_progress, log=print,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rmu-lens", description="RMU unlearning on TransformerLens hook points.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -199,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(subparsers)
     _add_corpora(subparsers)
     _add_testbed(subparsers)
+    register_audit_commands(subparsers)
+    _add_demo(subparsers)
+    _add_analyze(subparsers)
     return parser
 
 

@@ -1,0 +1,527 @@
+"""The end-to-end demo as a function: load → evaluate base → RMU → evaluate → analyze → report.
+
+    from rmu_lens.pipeline import smollm2_plan, run_pipeline
+    result = run_pipeline(smollm2_plan(), "runs/demo")        # what `rmu-lens demo --out runs/demo` does
+
+A :class:`DemoPlan` says what runs (a model factory, corpora, question sets with roles, the RMU
+config, the analysis datasets and sizes); :func:`run_pipeline` runs it and writes
+
+    out/
+      run/                  the RMU run directory (run.json, control_vectors.safetensors, model/)
+      eval_base.json        EvalResult of the base model
+      eval_unlearned.json   EvalResult of the unlearned model
+      comparison.json       per-subject change, paired by question
+      analysis/             Analysis.save (norms, cosines, probes, damage)
+      figures/*.png         every figure of the report
+      report.html           the self-contained report
+      summary.json          headline numbers, roles, step timings, settings
+
+Everything is written into a staging directory beside ``out`` and renamed at the end, so a failed
+step leaves nothing half-written; an existing non-empty ``out`` is refused unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rmu_lens.data.corpora import Corpus
+    from rmu_lens.eval import Question
+    from rmu_lens.rmu.config import RMUConfig
+
+SUMMARY_FORMAT = "rmu_lens.demo/1"
+N_STEPS = 6
+
+SMOLLM2_QUESTION_SETS = {
+    "virology": "forget", "cybersecurity": "forget",
+    "biology": "adjacent", "computing": "adjacent",
+    "geography": "distant", "history": "distant",
+}
+"""The bundled question sets and their roles for the bundled forget corpora (docs/question_sets.md)."""
+
+
+@dataclass
+class DemoPlan:
+    """What the demo runs. ``load_model`` returns a fresh base model on every call (the demo needs two:
+    one stays the base, one is edited by RMU)."""
+
+    name: str
+    load_model: Callable[[], Any]
+    forget: list[Corpus]
+    retain: Corpus
+    questions: list[Question]
+    subject_roles: dict[str, str]
+    """Question subject -> forget / adjacent / distant."""
+    config: RMUConfig
+    analysis_datasets: dict[str, tuple[Any, str]] = field(default_factory=dict)
+    """Name -> (texts or Corpus, role) for the representation analysis."""
+    analysis_subjects: dict[str, str] = field(default_factory=dict)
+    """Analysis dataset -> question subject, where the names differ (pairs them in the damage table)."""
+    analysis_max_texts: int = 32
+    analysis_layers: list[int] | None = None
+    """Layers the analysis reads (None: every layer)."""
+    analysis_questions: bool = True
+    """Also probe the answers of the questions from the activations (the knowledge probe; one more pass per model)."""
+    eval_batch_size: int = 16
+    mode: str = "cloze"
+
+    def __post_init__(self) -> None:
+        subjects = {q.group for q in self.questions}
+        unknown = sorted(set(self.subject_roles) - subjects)
+        if unknown:
+            raise ValueError(f"subject_roles names {unknown}, which no question has; subjects: {sorted(subjects)}")
+        if "forget" not in self.subject_roles.values():
+            raise ValueError("subject_roles must mark at least one question subject as 'forget'")
+
+    @property
+    def forget_subjects(self) -> list[str]:
+        return sorted(s for s, role in self.subject_roles.items() if role == "forget")
+
+    def describe(self) -> dict[str, Any]:
+        """The plan as JSON-ready data (for summary.json)."""
+        counts: dict[str, int] = {}
+        for question in self.questions:
+            counts[question.group] = counts.get(question.group, 0) + 1
+        return {
+            "name": self.name,
+            "forget": [c.summary() for c in self.forget],
+            "retain": self.retain.summary(),
+            "questions": counts,
+            "subject_roles": self.subject_roles,
+            "mode": self.mode,
+            "config": self.config.to_dict(),
+            "analysis": {
+                "datasets": {name: role for name, (_, role) in self.analysis_datasets.items()},
+                "max_texts": self.analysis_max_texts,
+                "layers": self.analysis_layers,
+                "knowledge_probe": self.analysis_questions,
+                "subjects": self.analysis_subjects,
+            },
+        }
+
+
+# --- plans ---------------------------------------------------------------------------------
+
+
+def question_texts(questions: Sequence[Question]) -> list[str]:
+    """Each question with its correct answer as one text: material about a subject for the analysis."""
+    return [f"Question: {q.question.strip()}\nAnswer: {q.choices[q.answer]}" for q in questions]
+
+
+def bundled_question_sets(limit: int | None = None) -> dict[str, tuple[list[Question], str]]:
+    """The six bundled question sets (first ``limit`` questions of each) with their roles."""
+    from rmu_lens.eval import load_questions
+
+    return {name: (load_questions(f"bundled:{name}", limit=limit), role) for name, role in SMOLLM2_QUESTION_SETS.items()}
+
+
+def question_set_datasets(sets: Mapping[str, tuple[list[Question], str]]) -> tuple[dict[str, tuple[Any, str]], dict[str, str]]:
+    """Analysis datasets from the non-forget question sets (question + answer as text), and dataset -> subject."""
+    datasets, subjects = {}, {}
+    for name, (questions, role) in sets.items():
+        if role != "forget":
+            datasets[name] = (question_texts(questions), role)
+            subjects[name] = questions[0].group
+    return datasets, subjects
+
+
+SMOLLM2_ANALYSIS_LAYERS = [0, 2, 4, 6, 7, 8, 10, 12]
+"""Layers the SmolLM2 demo analyzes: around l = 7, stopping at 12 so the 30-layer model is not run to the end."""
+
+
+def smollm2_plan(
+    question_limit: int | None = 30,
+    *,
+    max_batches: int | None = None,
+    analysis_max_texts: int = 16,
+    analysis_layers: list[int] | None = SMOLLM2_ANALYSIS_LAYERS,
+    analysis_questions: bool = False,
+    model: str = "smollm2-135m",
+) -> DemoPlan:
+    """The main job: SmolLM2-135M, forget bundled virology + cybersecurity, retain bundled retain text,
+    the demo RMU profile, the six bundled question sets (first ``question_limit`` of each; None: all).
+
+    Analysis datasets: the forget corpora and the retain corpus, plus the adjacent and distant question
+    sets as text (question + answer), so every role is measured inside the model too. The defaults
+    (30 questions per set, 16 texts per dataset, 8 layers, no knowledge probe) keep the demo under ten
+    minutes on two CPU cores (docs/report.md).
+    """
+    from rmu_lens.data.corpora import load_corpus
+    from rmu_lens.models import load_model
+    from rmu_lens.rmu.config import RMUConfig
+
+    sets = bundled_question_sets(question_limit)
+    questions = [q for subset, _ in sets.values() for q in subset]
+    roles = {q.group: role for subset, role in sets.values() for q in subset}
+    config = RMUConfig.profile("demo", **({"max_batches": max_batches} if max_batches else {}))
+    forget = [load_corpus("bundled:virology"), load_corpus("bundled:cybersecurity")]
+    retain = load_corpus("bundled:retain")
+    datasets: dict[str, tuple[Any, str]] = {c.name: (c, "forget") for c in forget}
+    datasets["retain"] = (retain, "retain")
+    extra, subjects = question_set_datasets(sets)
+    datasets.update(extra)
+    subjects.update({name: subset[0].group for name, (subset, role) in sets.items() if role == "forget"})
+    return DemoPlan(
+        name=model, load_model=lambda: load_model(model), forget=forget, retain=retain, questions=questions,
+        subject_roles=roles, config=config, analysis_datasets=datasets, analysis_subjects=subjects,
+        analysis_max_texts=analysis_max_texts, analysis_layers=analysis_layers, analysis_questions=analysis_questions,
+    )
+
+
+def testbed_plan(testbed: Any = None, *, analysis_max_texts: int = 48) -> DemoPlan:
+    """The ground-truth world: the testbed model, its forget/retain corpora and preset, every held-out
+    question; roles from ``Testbed.forget_domain`` / ``adjacent_domain`` / ``distant_domains``.
+
+    ``testbed``: a loaded Testbed (default: ``load_testbed()``, trained once and cached).
+    """
+    from rmu_lens.testbed import load_testbed, testbed_rmu_config
+
+    testbed = testbed if testbed is not None else load_testbed()
+    roles = {testbed.forget_domain: "forget", testbed.adjacent_domain: "adjacent"}
+    roles.update({d: "distant" for d in testbed.distant_domains})
+    datasets: dict[str, tuple[Any, str]] = {}
+    for domain, role in roles.items():
+        datasets[domain] = (testbed.corpus(domain, qa=False), role)
+    datasets["retain"] = (testbed.retain_corpus(), "retain")
+    return DemoPlan(
+        name=f"testbed {testbed.model_dir.name}", load_model=testbed.bridge,
+        forget=[testbed.forget_corpus()], retain=testbed.retain_corpus(), questions=testbed.questions(),
+        subject_roles=roles, config=testbed_rmu_config(), analysis_datasets=datasets,
+        analysis_max_texts=analysis_max_texts,
+    )
+
+
+# --- running -------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoResult:
+    """Where the demo wrote its files and what it found (``summary`` is summary.json)."""
+
+    out: Path
+    summary: dict[str, Any]
+
+    @property
+    def report(self) -> Path:
+        return self.out / "report.html"
+
+
+def check_output_dir(out: str | os.PathLike, overwrite: bool) -> Path:
+    """Refuse a non-empty ``out`` unless ``overwrite`` (then it is replaced only when the demo succeeds)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out} exists and is not a directory: choose a directory path")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise FileExistsError(f"--out {out} is not empty: choose a new directory, or pass --overwrite to replace it")
+    return out
+
+
+class _Steps:
+    """Prints ``[i/N] what`` headers and records each step's wall time."""
+
+    def __init__(self, log: Callable[[str], None], total: int = N_STEPS) -> None:
+        self.log, self.seconds, self._index, self.total = log, {}, 0, total
+        self._name: str | None = None
+        self._started = 0.0
+
+    def start(self, name: str, header: str) -> None:
+        self.stop()
+        self._index += 1
+        self._name, self._started = name, time.perf_counter()
+        self.log(f"[{self._index}/{self.total}] {header}")
+
+    def stop(self) -> None:
+        if self._name is not None:
+            self.seconds[self._name] = round(time.perf_counter() - self._started, 1)
+            self._name = None
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def run_pipeline(
+    plan: DemoPlan,
+    out: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    analysis: bool = True,
+    log: Callable[[str], None] = _stderr,
+) -> DemoResult:
+    """Run the demo described by ``plan`` and write ``out`` (layout in the module docstring).
+
+    ``analysis=False`` skips the representation analysis (the report then shows accuracy and training
+    only). Step headers and the final summary go to ``log``; progress bars to stderr.
+    """
+    from rmu_lens._io import atomic_directory, atomic_write_json
+    from rmu_lens.eval import compare, evaluate
+    from rmu_lens.report import build_report
+    from rmu_lens.rmu import unlearn
+
+    out = check_output_dir(out, overwrite)
+    steps = _Steps(log)
+    started = time.perf_counter()
+    n_sets = len({q.group for q in plan.questions})
+    with atomic_directory(out) as staging:
+        steps.start("load", f"loading {plan.name} (base and a copy for RMU)")
+        base_model = plan.load_model()
+        unlearned_model = plan.load_model()
+
+        steps.start("eval_base", f"evaluating base model on {n_sets} question sets ({len(plan.questions)} questions, {plan.mode} mode)")
+        base_eval = evaluate(base_model, plan.questions, mode=plan.mode, batch_size=plan.eval_batch_size, progress=progress)
+        base_eval.meta["model"] = plan.name
+        base_eval.save(staging / "eval_base.json")
+
+        cfg = plan.config
+        steps.start("rmu", f"RMU on {', '.join(c.name for c in plan.forget)}: up to {cfg.max_batches} steps, "
+                           f"reading {cfg.read_hook}, training layers {cfg.update_layers}")
+        run = unlearn(unlearned_model, plan.forget, plan.retain, cfg, out=staging / "run", progress=progress)
+
+        steps.start("eval_unlearned", f"evaluating unlearned model on the same {len(plan.questions)} questions")
+        new_eval = evaluate(unlearned_model, plan.questions, mode=plan.mode, batch_size=plan.eval_batch_size, progress=progress)
+        new_eval.meta["model"] = f"{plan.name} after RMU (run/model)"
+        new_eval.save(staging / "eval_unlearned.json")
+        comparison = compare(base_eval, new_eval, forget_subjects=plan.forget_subjects)
+        comparison.save(staging / "comparison.json")
+
+        result_analysis = None
+        if analysis:
+            from rmu_lens.analysis import analyze
+
+            steps.start("analysis", f"analyzing representations: {len(plan.analysis_datasets)} datasets, "
+                                    f"up to {plan.analysis_max_texts} texts each, base vs unlearned")
+            result_analysis = analyze(
+                base_model, unlearned_model, plan.analysis_datasets,
+                control_vectors=run.control_vectors, steering_coeffs=run.steering_coeffs, layer=cfg.layer,
+                questions=plan.questions if plan.analysis_questions else None, comparison=comparison,
+                layers=plan.analysis_layers,
+                max_texts=plan.analysis_max_texts, subjects=plan.analysis_subjects or None, progress=progress,
+            )
+            result_analysis.save(staging / "analysis")
+        else:
+            steps.start("analysis", "representation analysis skipped")
+
+        steps.start("report", "writing figures and report")
+        report = build_report(
+            title=f"RMU on {plan.name}", base_eval=base_eval, unlearned_eval=new_eval,
+            subject_roles=plan.subject_roles, run=run, comparison=comparison, analysis=result_analysis,
+            meta={
+                "model": plan.name,
+                "forget": ", ".join(c.name for c in plan.forget),
+                "retain": plan.retain.name,
+                "read hook": cfg.read_hook,
+                "steering coefficients": ", ".join(f"{t}: {c:.4g}" for t, c in run.steering_coeffs.items()),
+                "steps": f"{len(run.history)} ({run.status})",
+                "questions": f"{len(plan.questions)} ({plan.mode} mode)",
+            },
+        )
+        report.save_figures(staging / "figures")
+        report.save(staging / "report.html")
+        steps.stop()
+        summary = {
+            "format": SUMMARY_FORMAT,
+            "plan": plan.describe(),
+            "headline": report.headline.to_dict(),
+            "run_status": run.status,
+            "steering_coeffs": run.steering_coeffs,
+            "figures": [f"figures/{f.name}.png" for f in report.all_figures()],
+            "seconds": {**steps.seconds, "total": round(time.perf_counter() - started, 1)},
+            "files": {
+                "run": "run", "eval_base": "eval_base.json", "eval_unlearned": "eval_unlearned.json",
+                "comparison": "comparison.json", "analysis": "analysis" if result_analysis is not None else None,
+                "figures": "figures", "report": "report.html",
+            },
+        }
+        atomic_write_json(staging / "summary.json", summary)
+    log(format_summary(summary, out))
+    return DemoResult(out=out, summary=summary)
+
+
+# --- `rmu-lens analyze` -------------------------------------------------------------------
+
+
+def run_corpora(run_info: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
+    """The forget and retain corpora a run was trained on, re-read from the sources run.json records.
+
+    Bundled corpora and files are loaded again; testbed corpora come from the cached testbed directory.
+    Data given to unlearn() in memory cannot be re-read: pass datasets explicitly then.
+    """
+    from rmu_lens.data.corpora import load_corpus
+
+    datasets: dict[str, tuple[Any, str]] = {}
+    entries = [(e, "forget") for e in run_info["data"]["forget"]] + [(e, "retain") for e in run_info["data"]["retain"]]
+    for entry, role in entries:
+        source, name = entry.get("source") or "", entry["name"]
+        if source.startswith("testbed:"):
+            corpus = _testbed_corpus(source)
+        elif source.startswith("bundled:") or Path(source).is_file():
+            corpus = load_corpus(source, name=name)
+        else:
+            raise ValueError(
+                f"run.json records the {role} corpus {name!r} as {source!r}, which cannot be loaded again; "
+                f"name the datasets yourself (--data NAME=SOURCE:ROLE, or datasets= in Python)"
+            )
+        datasets[name if name not in datasets else f"{name} ({role})"] = (corpus, role)
+    return datasets
+
+
+def _testbed_corpus(source: str) -> Any:
+    from rmu_lens.models import cache_dir
+    from rmu_lens.testbed import Testbed
+
+    directory, _, domain = source[len("testbed:"):].partition("/")
+    testbed = Testbed.from_dir(cache_dir() / "testbed" / directory)
+    return testbed.retain_corpus() if domain == "retain" else testbed.corpus(domain)
+
+
+def default_analysis_datasets(run_info: Mapping[str, Any]) -> tuple[dict[str, tuple[Any, str]], dict[str, str]]:
+    """What `rmu-lens analyze` reads by default: the run's own corpora plus the bundled question sets
+    as text (biology, computing: adjacent; geography, history: distant). Returns (datasets, dataset -> subject)."""
+    datasets = run_corpora(run_info)
+    extra, subjects = question_set_datasets(bundled_question_sets(None))
+    for name, entry in extra.items():
+        datasets.setdefault(name, entry)
+    return datasets, subjects
+
+
+def default_subject_roles(subjects: Sequence[str], forget_subjects: Sequence[str] | None) -> dict[str, str]:
+    """Roles of evaluated subjects: the named forget subjects, the bundled sets' roles for the rest, else 'other'."""
+    bundled = {}
+    for name, role in SMOLLM2_QUESTION_SETS.items():
+        bundled[{"cybersecurity": "computer_security"}.get(name, name)] = role
+    forget = set(forget_subjects) if forget_subjects else {s for s in subjects if bundled.get(s) == "forget"}
+    roles = {}
+    for subject in subjects:
+        if subject in forget:
+            roles[subject] = "forget"
+        else:
+            role = bundled.get(subject, "other")
+            roles[subject] = "other" if role == "forget" else role
+    return roles
+
+
+def run_analysis(
+    base: Any,
+    run_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    datasets: Mapping[str, tuple[Any, str]] | None = None,
+    max_texts: int | None = 32,
+    layers: Sequence[int] | None = None,
+    evaluations: tuple[Any, Any] | None = None,
+    forget_subjects: Sequence[str] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = _stderr,
+) -> DemoResult:
+    """`rmu-lens analyze`: the base model against a run directory's model/, written to ``out`` as
+    ``analysis/``, ``figures/``, ``report.html`` and ``summary.json`` (atomically, like the demo).
+
+    ``base``: a model source for :func:`rmu_lens.load_model` or a loaded bridge. ``datasets`` default to
+    :func:`default_analysis_datasets`. ``evaluations`` = (base EvalResult, unlearned EvalResult) adds
+    accuracy, the comparison and the damage table; ``forget_subjects`` names the forget subjects there.
+    """
+    from rmu_lens._io import atomic_directory, atomic_write_json
+    from rmu_lens.analysis import analyze_run
+    from rmu_lens.eval import compare
+    from rmu_lens.models import load_model
+    from rmu_lens.report import build_report
+    from rmu_lens.rmu.rundir import read_run
+
+    out = check_output_dir(out, overwrite)
+    run_dir = Path(run_dir)
+    info = read_run(run_dir)
+    subjects: dict[str, str] = {}
+    if datasets is None:
+        datasets, subjects = default_analysis_datasets(info)
+    comparison, roles = None, {}
+    if evaluations is not None:
+        base_eval, new_eval = evaluations
+        roles = default_subject_roles(sorted({r["subject"] for r in base_eval.records}), forget_subjects)
+        comparison = compare(base_eval, new_eval, forget_subjects=[s for s, r in roles.items() if r == "forget"])
+        subjects = {name: subject for name, subject in subjects.items() if subject in roles}
+    steps = _Steps(log, total=3)
+    started = time.perf_counter()
+    with atomic_directory(out) as staging:
+        steps.start("load", f"loading the base model {base if isinstance(base, (str, os.PathLike)) else ''} and {run_dir / 'model'}")
+        base_model = load_model(base) if isinstance(base, (str, os.PathLike)) else base
+        unlearned_model = load_model(run_dir / "model")
+        steps.start("analysis", f"analyzing representations: {len(datasets)} datasets, up to {max_texts} texts each")
+        analysis = analyze_run(
+            base_model, run_dir, datasets, unlearned_model=unlearned_model, layers=layers, max_texts=max_texts,
+            comparison=comparison, subjects=subjects or None, progress=progress,
+        )
+        analysis.save(staging / "analysis")
+        steps.start("report", "writing figures and report")
+        if comparison is not None:
+            comparison.save(staging / "comparison.json")
+        report = build_report(
+            title=f"RMU analysis of {run_dir.name}", base_eval=evaluations[0] if evaluations else None,
+            unlearned_eval=evaluations[1] if evaluations else None, subject_roles=roles, run=info,
+            comparison=comparison, analysis=analysis,
+            meta={"base model": str(base) if isinstance(base, (str, os.PathLike)) else "in memory",
+                  "run": run_dir.name, "read hook": info.get("read_hook", ""),
+                  "steering coefficients": ", ".join(f"{t}: {c:.4g}" for t, c in info.get("steering_coeffs", {}).items())},
+        )
+        report.save_figures(staging / "figures")
+        report.save(staging / "report.html")
+        steps.stop()
+        summary = {
+            "format": SUMMARY_FORMAT,
+            "plan": {"name": f"analysis of {run_dir.name}", "mode": evaluations[0].mode if evaluations else None,
+                     "datasets": {name: role for name, (_, role) in datasets.items()}, "max_texts": max_texts,
+                     "layers": list(layers) if layers else None},
+            "headline": report.headline.to_dict(),
+            "figures": [f"figures/{f.name}.png" for f in report.all_figures()],
+            "seconds": {**steps.seconds, "total": round(time.perf_counter() - started, 1)},
+        }
+        atomic_write_json(staging / "summary.json", summary)
+    log(format_summary(summary, out))
+    return DemoResult(out=out, summary=summary)
+
+
+def format_summary(summary: Mapping[str, Any], out: str | os.PathLike | None = None) -> str:
+    """The demo's final printout: accuracy per role before → after, the layer-l signature, timings."""
+    from rmu_lens.eval.results import format_table
+    from rmu_lens.report.headline import ROLE_LABELS
+
+    headline = summary["headline"]
+    rows = [
+        [ROLE_LABELS.get(role, role), str(row["n"]), f"{row['base_acc']:.3f}", f"{row['unlearned_acc']:.3f}", f"{row['change']:+.3f}"]
+        for role, row in headline["accuracy"].items()
+    ]
+    lines = [""]
+    if rows:
+        lines += [f"accuracy ({headline['metric']}, {summary['plan']['mode']} mode)",
+                  format_table(["questions", "n", "before", "after", "change"], rows)]
+    if headline["training"]:
+        lines.append("")
+        signature = [
+            [topic, f"{s['steering_coeff']:.4g}", f"{s['forget_norm_start']:.4g}", f"{s['forget_norm_end']:.4g}",
+             f"{s['forget_cos_end']:.3f}", f"{s['retain_cos_end']:.3f}"]
+            for topic, s in headline["training"].items()
+        ]
+        lines.append(format_table(["forget topic", "c", "norm start", "norm end", "cos forget", "cos retain"], signature))
+    datasets = (headline.get("representations") or {}).get("datasets") or {}
+    if datasets:
+        hook = headline["representations"].get("hook", "layer l")
+        lines += ["", f"representations at {hook} (base -> unlearned)"]
+        rows = [
+            [name, row["role"], f"{row['norm_base']:.4g}", f"{row['norm_unlearned']:.4g}",
+             f"{row['steering_coeff']:.4g}" if "steering_coeff" in row else "", f"{row['cos_unlearned_base']:.3f}"]
+            for name, row in datasets.items()
+        ]
+        lines.append(format_table(["dataset", "role", "norm base", "norm after", "c", "cos(after, base)"], rows))
+    seconds = summary["seconds"]
+    lines.append("")
+    lines.append("time: " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()))
+    if out is not None:
+        lines.append(f"report: {Path(out) / 'report.html'}")
+    return "\n".join(lines)
