@@ -80,3 +80,22 @@ def atomic_directory(target: str | os.PathLike, keep_existing: Callable[[Path], 
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def read_format_json(path: str | os.PathLike, expected: str, error: type[Exception], what: str, hint: str) -> dict[str, Any]:
+    """Read a JSON file that an rmu_lens ``save`` wrote, checking its ``format`` tag.
+
+    Any problem raises ``error`` naming the file; ``what`` says what was expected ("an rmu_lens
+    evaluation"), ``hint`` how to make a valid file ("pass a file written by `rmu-lens eval --out`").
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as missing:
+        raise error(f"File not found: {path}") from missing
+    except json.JSONDecodeError as bad:
+        raise error(f"{path}: not valid JSON ({bad.msg}); {hint}") from bad
+    if not isinstance(data, dict) or data.get("format") != expected:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise error(f"{path}: not {what} (format {found!r}, expected {expected!r}); {hint}")
+    return data

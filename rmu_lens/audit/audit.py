@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -119,16 +118,9 @@ class AuditResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> AuditResult:
         """Read a file written by :meth:`save`."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as error:
-            raise AuditFileError(f"Audit file not found: {path}") from error
-        except json.JSONDecodeError as error:
-            raise AuditFileError(f"{path}: not valid JSON ({error.msg}); pass a file written by AuditResult.save") from error
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise AuditFileError(f"{path}: not an rmu_lens audit (format {found!r}, expected {FORMAT!r})")
+        from rmu_lens._io import read_format_json
+
+        data = read_format_json(path, FORMAT, AuditFileError, "an rmu_lens audit", "pass a file written by AuditResult.save")
         from rmu_lens.audit.ablation import AblationResult
         from rmu_lens.audit.finetune import FinetuneResult
         from rmu_lens.audit.probe_audit import ProbeAuditResult

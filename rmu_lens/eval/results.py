@@ -7,7 +7,6 @@ recomputed and two results can be compared question by question.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -128,16 +127,12 @@ class EvalResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> EvalResult:
         """Read a file written by :meth:`save`; summaries are recomputed from the records."""
+        from rmu_lens._io import read_format_json
+
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as error:
-            raise ResultFileError(f"Results file not found: {path}") from error
-        except json.JSONDecodeError as error:
-            raise ResultFileError(f"{path}: not valid JSON ({error.msg}); pass a file written by `rmu-lens eval --out`") from error
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            found = data.get("format") if isinstance(data, dict) else type(data).__name__
-            raise ResultFileError(f"{path}: not an rmu_lens evaluation (format {found!r}, expected {FORMAT!r})")
+        data = read_format_json(
+            path, FORMAT, ResultFileError, "an rmu_lens evaluation", "pass a file written by `rmu-lens eval --out`"
+        )
         mode, records = data.get("mode"), data.get("records")
         if mode not in ("letter", "cloze") or not isinstance(records, list):
             raise ResultFileError(f"{path}: needs 'mode' (letter or cloze) and a 'records' list")

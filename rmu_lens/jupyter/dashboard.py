@@ -318,16 +318,10 @@ def start_training(
     (``job.dashboard``; display it to watch and stop the run). Errors in the arguments (bad config,
     an existing run directory) are raised here, before the thread starts.
     """
-    from rmu_lens.rmu.rundir import RunDirectory
-    from rmu_lens.rmu.trainer import RMUTrainer
+    from rmu_lens.rmu.trainer import RMUTrainer, open_run_directory
 
     board = TrainingDashboard() if dashboard is True else (dashboard or None)
     all_callbacks = [*callbacks, *([board] if board is not None else [])]
     trainer = RMUTrainer(model, forget, retain, config, control_vectors=control_vectors, callbacks=all_callbacks)
-    run_dir = None
-    if out is not None:
-        run_dir = RunDirectory(out)
-        run_dir.open(trainer, resume=resume, overwrite=overwrite)
-    elif resume:
-        raise ValueError("resume=True needs out=: the run directory to resume from")
+    run_dir = open_run_directory(trainer, out, resume=resume, overwrite=overwrite)
     return TrainingJob(trainer, run_dir, board).start()

@@ -380,12 +380,17 @@ def unlearn(
     trainer = RMUTrainer(
         model, forget, retain, config, control_vectors=control_vectors, callbacks=callbacks, prefix_cache=prefix_cache
     )
-    run_dir = None
-    if out is not None:
-        run_dir = RunDirectory(out)
-        run_dir.open(trainer, resume=resume, overwrite=overwrite)
-    elif resume:
-        raise ValueError("resume=True needs out=: the run directory to resume from")
-    return trainer.train(run_dir, progress=progress)
+    return trainer.train(open_run_directory(trainer, out, resume=resume, overwrite=overwrite), progress=progress)
+
+
+def open_run_directory(trainer: RMUTrainer, out: str | Path | None, *, resume: bool, overwrite: bool) -> RunDirectory | None:
+    """The run directory at ``out`` opened for ``trainer`` (resumed or fresh), or None without ``out``."""
+    if out is None:
+        if resume:
+            raise ValueError("resume=True needs out=: the run directory to resume from")
+        return None
+    run_dir = RunDirectory(out)
+    run_dir.open(trainer, resume=resume, overwrite=overwrite)
+    return run_dir
 
 
