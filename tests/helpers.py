@@ -1,8 +1,9 @@
-"""Small text corpora and weight snapshots for tests."""
+"""Small text corpora, weight snapshots and a report reader for tests."""
 
 from __future__ import annotations
 
 import random
+from html.parser import HTMLParser
 
 import torch
 
@@ -24,3 +25,42 @@ def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     state = dict(model.named_parameters())
     state.update(dict(model.named_buffers()))
     return {name: tensor.detach().clone() for name, tensor in state.items()}
+
+
+class ReportHTML(HTMLParser):
+    """What a report shows: its data-key cells, <img> sources and figure ids (``figure-NAME``)."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.cells: dict[str, str] = {}
+        self.images: list[str] = []
+        self.figure_ids: list[str] = []
+        self._key: str | None = None
+        self.feed(html)
+
+    @property
+    def figures(self) -> list[str]:
+        """Figure names, in order."""
+        return [figure_id.removeprefix("figure-") for figure_id in self.figure_ids]
+
+    @property
+    def embedded_images(self) -> int:
+        return sum(source.startswith("data:image/png;base64,") for source in self.images)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "data-key" in attrs:
+            self._key = attrs["data-key"]
+            self.cells[self._key] = ""
+        if tag == "img":
+            self.images.append(attrs["src"])
+        if tag == "figure":
+            self.figure_ids.append(attrs["id"])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "span"):
+            self._key = None
+
+    def handle_data(self, data):
+        if self._key is not None:
+            self.cells[self._key] += data

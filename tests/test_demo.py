@@ -7,12 +7,11 @@ import os
 import random
 import subprocess
 import sys
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from helpers import WORDS, texts
+from tests.helpers import WORDS, ReportHTML, texts
 from rmu_lens.cli import main
 from rmu_lens.data.corpora import Corpus
 from rmu_lens.eval import Question
@@ -22,39 +21,8 @@ LAYOUT = ("run/run.json", "run/control_vectors.safetensors", "run/model/config.j
           "eval_unlearned.json", "comparison.json", "analysis/analysis.json", "report.html", "summary.json")
 
 
-class Cells(HTMLParser):
-    """data-key cells and embedded figure ids of a report."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cells: dict[str, str] = {}
-        self.figures: list[str] = []
-        self.images = 0
-        self._key = None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if "data-key" in attrs:
-            self._key = attrs["data-key"]
-            self.cells[self._key] = ""
-        if tag == "figure":
-            self.figures.append(attrs["id"].removeprefix("figure-"))
-        if tag == "img" and attrs["src"].startswith("data:image/png;base64,"):
-            self.images += 1
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "span"):
-            self._key = None
-
-    def handle_data(self, data):
-        if self._key is not None:
-            self.cells[self._key] += data
-
-
-def report_cells(path: Path) -> Cells:
-    parser = Cells()
-    parser.feed(path.read_text(encoding="utf-8"))
-    return parser
+def report_cells(path: Path) -> ReportHTML:
+    return ReportHTML(path.read_text(encoding="utf-8"))
 
 
 def word_questions(kind: str, subject: str, n: int = 10) -> list[Question]:
@@ -114,7 +82,7 @@ def test_pipeline_writes_the_documented_layout(tiny_demo):
     assert names[:3] == ["accuracy", "accuracy_change", "training"]
     assert {"norms", "cos_u", "pca", "dispersion", "probe_domain", "probe_knowledge"} <= set(names)
     parsed = report_cells(out / "report.html")
-    assert parsed.figures == names and parsed.images == len(names)
+    assert parsed.figures == names and parsed.embedded_images == len(names)
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")], "staging directories left behind"
 
 
@@ -216,7 +184,7 @@ def test_analyze_command_reports_on_a_run_directory(tmp_path, capsys):
                                            "computing": "adjacent", "geography": "distant", "history": "distant"}
     assert (out / "analysis" / "analysis.json").is_file() and (out / "report.html").is_file()
     parsed = report_cells(out / "report.html")
-    assert "training" in parsed.figures and parsed.images == len(summary["figures"])
+    assert "training" in parsed.figures and parsed.embedded_images == len(summary["figures"])
     assert "[3/3]" in capsys.readouterr().out
     with pytest.raises(ValueError, match="NAME=SOURCE:ROLE"):
         from rmu_lens.cli import parse_dataset
@@ -260,7 +228,7 @@ def check_testbed_demo(out: Path, testbed) -> None:
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     parsed = report_cells(out / "report.html")
     figure_names = [Path(f).stem for f in summary["figures"]]
-    assert parsed.figures == figure_names and parsed.images == len(figure_names)
+    assert parsed.figures == figure_names and parsed.embedded_images == len(figure_names)
     assert {"accuracy", "accuracy_change", "training"} <= set(figure_names)
     assert len(figure_names) > 3, "representation figures missing"
     for name in figure_names:

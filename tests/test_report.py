@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import re
 from html import escape
-from html.parser import HTMLParser
 
 import pytest
 from matplotlib.figure import Figure
@@ -13,42 +12,12 @@ from matplotlib.figure import Figure
 from rmu_lens.eval import EvalResult, compare
 from rmu_lens.report import Report, RobustnessSection, build_headline, build_report, roles_by_subject
 from rmu_lens.report.headline import training_signatures
-from test_plots_training import AFTER, COUNTS, ROLES, make_history, records, result, wilson
+from tests.helpers import ReportHTML
+from tests.test_plots_training import AFTER, COUNTS, ROLES, make_history, records, result, wilson
 
 
-class ReportParser(HTMLParser):
-    """Collects data-key cells, <img> sources and figure ids of a report."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.cells: dict[str, str] = {}
-        self.images: list[str] = []
-        self.figure_ids: list[str] = []
-        self._key: str | None = None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if "data-key" in attrs:
-            self._key = attrs["data-key"]
-            self.cells[self._key] = ""
-        if tag == "img":
-            self.images.append(attrs["src"])
-        if tag == "figure":
-            self.figure_ids.append(attrs["id"])
-
-    def handle_endtag(self, tag):
-        if tag in ("td", "span"):
-            self._key = None
-
-    def handle_data(self, data):
-        if self._key is not None:
-            self.cells[self._key] += data
-
-
-def parse(html: str) -> ReportParser:
-    parser = ReportParser()
-    parser.feed(html)
-    return parser
+def parse(html: str) -> ReportHTML:
+    return ReportHTML(html)
 
 
 def pooled(counts: dict[str, tuple[int, int]], subjects: list[str]) -> tuple[float, int]:
