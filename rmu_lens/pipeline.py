@@ -253,12 +253,16 @@ def run_pipeline(
     overwrite: bool = False,
     progress: bool = True,
     analysis: bool = True,
+    audit: bool | Mapping[str, Any] = False,
     log: Callable[[str], None] = _stderr,
 ) -> DemoResult:
     """Run the demo described by ``plan`` and write ``out`` (layout in the module docstring).
 
     ``analysis=False`` skips the representation analysis (the report then shows accuracy and training
-    only). Step headers and the final summary go to ``log``; progress bars to stderr.
+    only). ``audit=True`` adds the recovery audits (:func:`rmu_lens.audit.audit`: direction ablation,
+    few-shot fine-tuning, probes) on the forget questions, with the distant ones as retain questions,
+    written to ``audit/`` and shown as the report's robustness section; a mapping instead of True
+    passes its items to :func:`~rmu_lens.audit.audit` as keyword options (e.g. a smaller ``finetune``). Step headers and the final summary go to ``log``; progress bars to stderr.
     """
     from rmu_lens._io import atomic_directory, atomic_write_json
     from rmu_lens.eval import compare, evaluate
@@ -266,7 +270,7 @@ def run_pipeline(
     from rmu_lens.rmu import unlearn
 
     out = check_output_dir(out, overwrite)
-    steps = _Steps(log)
+    steps = _Steps(log, N_STEPS + int(bool(audit)))
     started = time.perf_counter()
     n_sets = len({q.group for q in plan.questions})
     with atomic_directory(out) as staging:
@@ -308,10 +312,16 @@ def run_pipeline(
         else:
             steps.start("analysis", "representation analysis skipped")
 
+        robustness = None
+        if audit:
+            options = dict(audit) if isinstance(audit, Mapping) else {}
+            robustness = _audit_step(plan, base_model, run, staging / "audit", steps, progress, options)
+
         steps.start("report", "writing figures and report")
         report = build_report(
             title=f"RMU on {plan.name}", base_eval=base_eval, unlearned_eval=new_eval,
             subject_roles=plan.subject_roles, run=run, comparison=comparison, analysis=result_analysis,
+            robustness=robustness,
             meta={
                 "model": plan.name,
                 "forget": ", ".join(c.name for c in plan.forget),
@@ -336,12 +346,29 @@ def run_pipeline(
             "files": {
                 "run": "run", "eval_base": "eval_base.json", "eval_unlearned": "eval_unlearned.json",
                 "comparison": "comparison.json", "analysis": "analysis" if result_analysis is not None else None,
-                "figures": "figures", "report": "report.html",
+                "audit": "audit" if audit else None, "figures": "figures", "report": "report.html",
             },
         }
         atomic_write_json(staging / "summary.json", summary)
     log(format_summary(summary, out))
     return DemoResult(out=out, summary=summary)
+
+
+def _audit_step(
+    plan: DemoPlan, base_model: Any, run: Any, out: Path, steps: _Steps, progress: bool, options: dict[str, Any]
+) -> dict[str, Any]:
+    """Recovery audits of the demo's run: forget questions against the distant ones; the report section."""
+    from rmu_lens.audit import audit
+
+    forget_questions = [q for q in plan.questions if plan.subject_roles.get(q.subject) == "forget"]
+    retain_questions = [q for q in plan.questions if plan.subject_roles.get(q.subject) == "distant"]
+    steps.start("audit", f"recovery audits: ablation, few-shot fine-tuning, probes ({len(forget_questions)} forget questions)")
+    result = audit(
+        base_model, run, forget_questions=forget_questions, retain_questions=retain_questions or None,
+        forget_texts=[text for corpus in plan.forget for text in corpus.texts], retain_texts=plan.retain.texts,
+        mode=plan.mode, out=out, progress=progress, **options,
+    )
+    return result.report_section()
 
 
 # --- `rmu-lens analyze` -------------------------------------------------------------------

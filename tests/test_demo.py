@@ -109,6 +109,22 @@ def test_pipeline_headline_equals_the_eval_files(tiny_demo):
         assert int(cells[f"accuracy.{role}.n"]) == len(rows) == 10
 
 
+def test_pipeline_with_audit_adds_the_robustness_section_from_audit_json(tmp_path):
+    from rmu_lens.audit import AuditResult, FinetuneConfig
+
+    out = tmp_path / "out"
+    lines: list[str] = []
+    small = {"finetune": FinetuneConfig(n_examples=[2], steps=2, max_length=32)}  # keeps the tiny run fast
+    run_pipeline(tiny_plan(), out, progress=False, audit=small, log=lines.append)
+    assert [h.split("]")[0] + "]" for h in lines if h.startswith("[")] == [f"[{i}/7]" for i in range(1, 8)]
+    saved = AuditResult.load(out / "audit" / "audit.json")
+    parsed = report_cells(out / "report.html")
+    for name, sentence in saved.headlines().items():
+        assert parsed.cells[f"robustness.{name}"] == sentence
+    assert {"audit_ablation", "audit_finetune"} <= set(parsed.figures)
+    assert parsed.embedded_images == len(parsed.figures)
+
+
 def test_pipeline_refuses_a_non_empty_output_directory(tmp_path):
     (tmp_path / "keep.txt").write_text("mine", encoding="utf-8")
     with pytest.raises(FileExistsError, match="--overwrite"):

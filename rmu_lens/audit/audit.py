@@ -51,24 +51,28 @@ class AuditResult:
         return self.baseline["removed"]
 
     def headline(self) -> list[str]:
-        """The robustness summary for a report: what was removed and how much each audit brings back."""
+        """The robustness summary: what was removed and how much each audit brings back, one line each."""
+        return list(self.headlines().values())
+
+    def headlines(self) -> dict[str, str]:
+        """:meth:`headline` by audit: ``removed``, then ``ablation``, ``finetune``, ``probe`` for those that ran."""
         b = self.baseline
-        lines = [
+        lines = {"removed": (
             f"removed {100 * self.removed:.1f} points of forget accuracy "
             f"({b['base_forget_acc']:.3f} -> {b['unlearned_forget_acc']:.3f}, {b['n_forget']} questions, {b['mode']})"
-        ]
+        )}
         if "base_retain_acc" in b:
-            lines[0] += f"; retain {b['base_retain_acc']:.3f} -> {b['unlearned_retain_acc']:.3f}"
+            lines["removed"] += f"; retain {b['base_retain_acc']:.3f} -> {b['unlearned_retain_acc']:.3f}"
         if self.ablation is not None:
             best, control = self.ablation.best(), self.ablation.control()
             if best is None:
                 note = self.ablation.conditions[0].recovery.note if self.ablation.conditions else ""
-                lines.append(f"ablation recovery undefined: {note}")
+                lines["ablation"] = f"ablation recovery undefined: {note}"
             else:
                 text = f"ablation recovers {best.recovery.describe()} ({best.label})"
                 if control is not None:
                     text += f"; a random direction {control.recovery.describe()}"
-                lines.append(text)
+                lines["ablation"] = text
         if self.finetune is not None:
             n = HEADLINE_N if any(c.n_examples == HEADLINE_N for c in self.finetune.conditions) else min(
                 c.n_examples for c in self.finetune.conditions)
@@ -78,9 +82,9 @@ class AuditResult:
                 if condition is not None:
                     label = {"retain": "unrelated text", "forget": "forget-domain text"}.get(source, f"{source} text")
                     parts.append(f"{condition.recovery.describe()} on {label}")
-            lines.append(f"{n}-shot fine-tuning recovers " + ", ".join(parts))
+            lines["finetune"] = f"{n}-shot fine-tuning recovers " + ", ".join(parts)
         if self.probe is not None:
-            lines.append(self.probe.headline())
+            lines["probe"] = self.probe.headline()
         return lines
 
     def figures(self) -> dict[str, Any]:
@@ -95,6 +99,18 @@ class AuditResult:
         if self.probe is not None and self.probe.layers:
             figures["probe"] = probe_figure(self.probe)
         return figures
+
+    def report_section(self) -> dict[str, Any]:
+        """The report's robustness section: ``{"headlines": {name: sentence}, "figures": [(name, Figure, caption)]}``."""
+        captions = {
+            "ablation": "Forget accuracy recovered by projecting the estimated RMU direction out of the residual stream, per layer set (random direction of the same norm as control).",
+            "finetune": "Forget accuracy recovered by fine-tuning a copy of the unlearned model on N examples of unrelated or forget-domain text.",
+            "probe": "How much of the base model's linear decodability of the forget answers survives in the unlearned model, per layer.",
+        }
+        return {
+            "headlines": self.headlines(),
+            "figures": [(f"audit_{name}", figure, captions[name]) for name, figure in self.figures().items()],
+        }
 
     # -- files ------------------------------------------------------------------------------
 
