@@ -81,7 +81,16 @@ def _model_legend(ax: Any) -> None:
     handles += [Line2D([], [], color="black", linestyle="--", marker="o", markerfacecolor="none", markersize=4),
                 Line2D([], [], color="black", marker="o", markersize=4)]
     labels += ["base model", "unlearned model"]
-    ax.legend(handles, labels, fontsize=8, loc="best", framealpha=0.85)
+    # Outside the axes: inside, it hides curves or the c lines whatever the data.
+    ax.legend(handles, labels, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), framealpha=0.85)
+
+
+def _mark_levels(ax: Any, levels: list[tuple[float, str]]) -> None:
+    """Horizontal reference lines labelled at the right end; close labels alternate below and above."""
+    for index, (value, label) in enumerate(sorted(levels)):
+        ax.axhline(value, color="#c0392b", linewidth=1, alpha=0.6)
+        ax.annotate(label, (1, value), xycoords=("axes fraction", "data"), xytext=(-4, -11 if index % 2 == 0 else 3),
+                    textcoords="offset points", fontsize=8, color="#c0392b", ha="right")
 
 
 def plot_norms(result: Any, datasets: list[str] | None = None) -> Figure:
@@ -90,10 +99,7 @@ def plot_norms(result: Any, datasets: list[str] | None = None) -> Figure:
     figure = Figure(figsize=(8, 4.8), layout="constrained")
     ax = figure.add_subplot()
     _per_layer(ax, collapse, "mean_norm", datasets)
-    for topic, c in collapse.steering_coeffs.items():
-        ax.axhline(c, color="#c0392b", linewidth=1, alpha=0.6)
-        ax.annotate(f"c = {c:.4g} ({topic})", (0, c), xycoords=("axes fraction", "data"), xytext=(4, 3),
-                    textcoords="offset points", fontsize=8, color="#c0392b")
+    _mark_levels(ax, [(c, f"c = {c:.4g} ({topic})") for topic, c in collapse.steering_coeffs.items()])
     values = [v for d in collapse.metrics.values() for m in d.values() for v in m["mean_norm"]] + list(collapse.steering_coeffs.values())
     if min(values) > 0 and max(values) / min(values) > 50:
         ax.set_yscale("log")
@@ -110,18 +116,15 @@ def plot_cos_u(result: Any, datasets: list[str] | None = None) -> Figure:
     left, right = figure.subplots(1, 2, sharey=True)
     _per_layer(left, collapse, "cos_u", datasets)
     _per_layer(right, collapse, "cos_u_perp", datasets)
-    for topic, direction in collapse.directions.items():
-        # A token exactly at c·u has cos(h, u⊥) = |u⊥| = sqrt(1 - cos(u, 1)²): the ceiling of this panel.
-        right.axhline(direction["u_perp_norm"], color="#c0392b", linewidth=1, alpha=0.6)
-        right.annotate(f"cos(u, u⊥) = {direction['u_perp_norm']:.2f} ({topic})", (0, direction["u_perp_norm"]),
-                       xycoords=("axes fraction", "data"), xytext=(4, 3), textcoords="offset points", fontsize=8,
-                       color="#c0392b")
+    # A token exactly at c·u has cos(h, u⊥) = |u⊥| = sqrt(1 - cos(u, 1)²): the ceiling of this panel.
+    _mark_levels(right, [(d["u_perp_norm"], f"cos(u, u⊥) = {d['u_perp_norm']:.2f} ({topic})")
+                         for topic, d in collapse.directions.items()])
     left.set_ylabel("mean cosine")
     left.set_title("cos(h, u)")
     right.set_title("cos(h, u⊥): u without its all-ones component")
     cos_ones = ", ".join(f"{t}: {d['cos_u_ones']:.2f}" for t, d in collapse.directions.items())
     figure.suptitle(f"Alignment with the control vector (cos(u, all-ones) = {cos_ones})")
-    _model_legend(left)
+    _model_legend(right)
     return figure
 
 
