@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from rmu_lens.audit.recovery import Baseline, Recovery
+from rmu_lens.rmu.batches import right_pad
 
 FINETUNE_METHODS = ("lora", "layers")
 
@@ -140,12 +141,8 @@ def finetune_copy(bridge: Any, texts: Sequence[str], config: FinetuneConfig) -> 
                     order = list(range(len(encoded)))
                     rng.shuffle(order)
                 batch.append(encoded[order.pop()])
-            width = max(len(ids) for ids in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, tokens in enumerate(batch):
-                ids[row, : len(tokens)] = torch.tensor(tokens)
-                mask[row, : len(tokens)] = 1
+            padded = right_pad(batch, pad)
+            ids, mask = padded.input_ids, padded.attention_mask
             labels = ids.masked_fill(mask == 0, -100)
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device), labels=labels.to(device), use_cache=False)
             if not torch.isfinite(out.loss):

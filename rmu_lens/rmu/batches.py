@@ -44,6 +44,17 @@ class Source:
         }
 
 
+def right_pad(sequences: list[list[int]], pad_id: int) -> TokenBatch:
+    """Token id lists as one right-padded batch with its attention mask."""
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        ids[row, : len(sequence)] = torch.tensor(sequence)
+        mask[row, : len(sequence)] = 1
+    return TokenBatch(ids, mask)
+
+
 def _tensor_hash(batches: list[TokenBatch]) -> str:
     import hashlib
 

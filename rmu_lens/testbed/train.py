@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from rmu_lens.rmu.batches import right_pad
+
 
 @dataclass(frozen=True)
 class ModelSize:
@@ -71,16 +73,6 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Rand
         batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     rng.shuffle(batches)
     return batches
-
-
-def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.tensor(sequence)
-        mask[row, : len(sequence)] = 1
-    return ids, mask
 
 
 def learning_rate(step: int, size: ModelSize) -> float:
@@ -153,7 +145,8 @@ def _train(
         for step in range(size.steps):
             if not batches:
                 batches = length_grouped_batches(lengths, size.batch_size, rng)
-            ids, mask = _pad([encoded[i] for i in batches.pop()], tokenizer.pad_token_id)
+            batch = right_pad([encoded[i] for i in batches.pop()], tokenizer.pad_token_id)
+            ids, mask = batch.input_ids, batch.attention_mask
             labels = ids.masked_fill(mask == 0, -100)
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate(step, size)
