@@ -308,7 +308,20 @@ RANDOM_FAMILIES: dict[str, RandomFamily] = {
         lambda *a: _decoder_settings(*a, num_local_experts=4, num_experts_per_tok=2, router_jitter_noise=0.0),
     ),
     "qwen2": RandomFamily("Qwen2Config", "Qwen2ForCausalLM", _decoder_settings),
+    "qwen2_moe": RandomFamily(
+        "Qwen2MoeConfig", "Qwen2MoeForCausalLM",
+        lambda *a: _decoder_settings(
+            *a, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=a[3] // 2,
+            shared_expert_intermediate_size=a[3],
+        ),
+    ),
     "qwen3": RandomFamily("Qwen3Config", "Qwen3ForCausalLM", lambda *a: _decoder_settings(*a, head_dim=a[1] // a[2])),
+    "qwen3_moe": RandomFamily(
+        "Qwen3MoeConfig", "Qwen3MoeForCausalLM",
+        lambda *a: _decoder_settings(
+            *a, head_dim=a[1] // a[2], num_experts=4, num_experts_per_tok=2, moe_intermediate_size=a[3] // 2,
+        ),
+    ),
     "gemma2": RandomFamily("Gemma2Config", "Gemma2ForCausalLM", _gemma_settings, sliding=True),
     # Gemma-3's sliding and full layers use different RoPE bases (10k and 1M by default).
     "gemma3": RandomFamily("Gemma3TextConfig", "Gemma3ForCausalLM", _gemma_settings, sliding=True),

@@ -1,7 +1,7 @@
 """The family matrix: every supported HF family passes the same checks on a tiny random model.
 
-One line of ``FAMILIES`` per family: its ``build_random_model`` name and the HF name of the tensor the
-default parameter selection trains in update layer ``{i}``. Each model has 5 layers; the tests read
+One line of ``FAMILIES`` per family: its ``build_random_model`` name and the HF names of the tensors
+the default parameter selection trains in update layer ``{i}``. Each model has 5 layers; the tests read
 layer 3 and train layers 1-3. Sliding windows are 6 tokens, shorter than every test text, and the
 mixed-attention families (Gemma-2/3) alternate sliding and full layers, so layers 1-3 mix both
 (Gemma-3's two kinds also use different RoPE bases). References are independent of the code under
@@ -32,21 +32,27 @@ from rmu_lens.rmu.runner import BlockRunner
 @dataclass(frozen=True)
 class Family:
     name: str
-    trained: str  # HF name of the default trained tensor of update layer {i}
+    trained: tuple[str, ...]  # HF names of the default trained tensors of update layer {i}
+
+    def trained_names(self) -> set[str]:
+        return {name.format(i=i) for name in self.trained for i in UPDATE_LAYERS}
 
 
+DOWN = ("model.layers.{i}.mlp.down_proj.weight",)
 FAMILIES = [
-    Family("llama", "model.layers.{i}.mlp.down_proj.weight"),
-    Family("mistral", "model.layers.{i}.mlp.down_proj.weight"),
-    Family("mixtral", "model.layers.{i}.mlp.experts.down_proj"),
-    Family("qwen2", "model.layers.{i}.mlp.down_proj.weight"),
-    Family("qwen3", "model.layers.{i}.mlp.down_proj.weight"),
-    Family("gemma2", "model.layers.{i}.mlp.down_proj.weight"),
-    Family("gemma3", "model.layers.{i}.mlp.down_proj.weight"),
-    Family("phi3", "model.layers.{i}.mlp.down_proj.weight"),
-    Family("olmo2", "model.layers.{i}.mlp.down_proj.weight"),
-    Family("gpt2", "transformer.h.{i}.mlp.c_proj.weight"),
-    Family("gpt_neox", "gpt_neox.layers.{i}.mlp.dense_4h_to_h.weight"),
+    Family("llama", DOWN),
+    Family("mistral", DOWN),
+    Family("mixtral", ("model.layers.{i}.mlp.experts.down_proj",)),
+    Family("qwen2", DOWN),
+    Family("qwen2_moe", ("model.layers.{i}.mlp.experts.down_proj", "model.layers.{i}.mlp.shared_expert.down_proj.weight")),
+    Family("qwen3", DOWN),
+    Family("qwen3_moe", ("model.layers.{i}.mlp.experts.down_proj",)),
+    Family("gemma2", DOWN),
+    Family("gemma3", DOWN),
+    Family("phi3", DOWN),
+    Family("olmo2", DOWN),
+    Family("gpt2", ("transformer.h.{i}.mlp.c_proj.weight",)),
+    Family("gpt_neox", ("gpt_neox.layers.{i}.mlp.dense_4h_to_h.weight",)),
 ]
 BY_NAME = {f.name: f for f in FAMILIES}
 N_LAYERS, D_MODEL, WINDOW, LAYER = 5, 32, 6, 3
@@ -159,10 +165,10 @@ def test_block_runner_equals_bridge_activations_and_gradients_before_and_after_s
 
 def test_unlearn_changes_exactly_the_default_tensors(trained_run):
     family, bridge, before, run, _ = trained_run
-    expected = {family.trained.format(i=i) for i in UPDATE_LAYERS}
+    expected = family.trained_names()
     changed = {name for name, tensor in hf_tensors(bridge).items() if not torch.equal(tensor, before[name])}
     assert changed == expected
-    assert len(run.trained_parameters) == len(UPDATE_LAYERS)
+    assert len(run.trained_parameters) == len(expected)
 
 
 def test_saved_model_reloads_in_plain_transformers_with_trained_tensors_bit_identical(trained_run):
@@ -172,8 +178,7 @@ def test_saved_model_reloads_in_plain_transformers_with_trained_tensors_bit_iden
     reloaded = AutoModelForCausalLM.from_pretrained(out / "model", use_safetensors=True)
     state = reloaded.state_dict()
     current = hf_tensors(bridge)
-    for i in UPDATE_LAYERS:
-        name = family.trained.format(i=i)
+    for name in family.trained_names():
         assert torch.equal(state[name], current[name]) and not torch.equal(state[name], before[name])
 
 
@@ -235,12 +240,12 @@ def test_training_chosen_experts_leaves_the_other_experts_bit_identical():
     before = {name: tensor.detach().clone() for name, tensor in hf_tensors(bridge).items()}
     unlearn(bridge, FORGET, RETAIN, config(experts=[1, 3]), progress=False)
     after = hf_tensors(bridge)
-    for i in UPDATE_LAYERS:
-        name = BY_NAME["mixtral"].trained.format(i=i)
+    trained = BY_NAME["mixtral"].trained_names()
+    for name in trained:
         for expert in range(after[name].shape[0]):
             same = torch.equal(after[name][expert], before[name][expert])
             assert same == (expert not in (1, 3)), f"{name} expert {expert}"
-    untouched = [n for n in after if n not in {BY_NAME["mixtral"].trained.format(i=i) for i in UPDATE_LAYERS}]
+    untouched = [n for n in after if n not in trained]
     assert all(torch.equal(after[n], before[n]) for n in untouched)
 
 

@@ -7,7 +7,8 @@ never by index (the official code's ``param_ids=[6]`` means different tensors in
 Candidates are every parameter of the HF module tree, not only the bridge's state_dict: transformers 5
 fuses a mixture-of-experts layer's experts into one ``[E, ...]`` tensor (``mlp.experts.down_proj``)
 that the bridge does not list; such tensors get a bridge-style name (``blocks.5.mlp.experts.down_proj``).
-For MoE layers the alias ``blocks.{i}.mlp.out.weight`` means every expert's down projection.
+For MoE layers the alias ``blocks.{i}.mlp.out.weight`` means every expert's down projection (a
+shared expert's included).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ TL_ALIASES = {
 
 
 MLP_OUT = re.compile(r"^blocks\.(\d+)\.mlp\.out\.weight$")
-# Expert down projections: fused (``mlp.experts.down_proj``, transformers 5) or one per expert
-# (``mlp.experts.3.down_proj.weight``; ``w2`` in Mixtral's original naming).
-EXPERT_DOWN = re.compile(r"\.mlp\.experts\.(?:(\d+)\.)?(?:down_proj|w2)(?:\.weight)?$")
+# Expert down projections: fused (``mlp.experts.down_proj``, transformers 5), one per expert
+# (``mlp.experts.3.down_proj.weight``; ``w2`` in Mixtral's original naming), and an always-active
+# shared expert's (Qwen-MoE: ``mlp.shared_expert.down_proj.weight``).
+EXPERT_DOWN = re.compile(r"\.mlp\.(?:experts\.(?:\d+\.)?|shared_experts?\.)(?:down_proj|w2)(?:\.weight)?$")
 
 
 @dataclass(frozen=True)
