@@ -7,8 +7,8 @@ after l nor the LM head, and the blocks below ``first`` are frozen (docs/perform
                             model passes to EACH block first..last: mask, rotary cos/sin, positions)
     BlockInputs ──run(params)──▶ activations at blocks.{last}.hook_resid_post
 
-``prefix`` runs the HF model itself with blocks first..last replaced by stand-ins that record what
-the model passes them, so each block's mask and position embeddings are the ones the model's own
+``prefix`` runs the HF model itself with the blocks from ``first`` on replaced by stand-ins that
+record what the model passes them (and pass the residual stream on uncomputed), so each block's mask and position embeddings are the ones the model's own
 code builds for that block's layer type (sliding-window and full layers get different masks;
 Gemma-3's get different RoPE bases) at no extra compute. ``run`` calls unwrapped copies of the HF
 decoder layers with weights passed functionally (``torch.func.functional_call``): the same math as
@@ -50,7 +50,7 @@ def block_output_index(hook_name: str, n_layers: int) -> int:
 
 
 class _Captured(Exception):
-    """Raised inside the forward pass once block ``last``'s inputs are captured."""
+    """Raised inside the forward pass once the last block's inputs are captured."""
 
 
 @dataclass
@@ -146,12 +146,15 @@ class BlockRunner:
     ) -> BlockInputs:
         """Run the frozen blocks below ``first`` (no grad) and return what blocks first..last receive."""
         captured: dict[int, tuple[tuple, dict]] = {}
-        blocks = [self.bridge.blocks[i] for i in range(self.first, self.last + 1)]
+        # Every block from `first` on is recorded, so the inputs also serve runners with another
+        # `last` (a prefix cache is keyed by `first`); stand-ins cost nothing.
+        final = self.bridge.cfg.n_layers - 1
+        blocks = [self.bridge.blocks[i] for i in range(self.first, final + 1)]
 
         def stand_in(index: int):
             def record(*args: Any, **kwargs: Any) -> torch.Tensor:
                 captured[index] = (args, kwargs)
-                if index == self.last:
+                if index == final:
                     raise _Captured
                 # Blocks first..last-1 are not computed here; pass the residual stream on unchanged.
                 return args[0] if args else kwargs["hidden_states"]
@@ -160,7 +163,7 @@ class BlockRunner:
 
         # An instance attribute shadows the class's forward for this call only (set in __dict__
         # directly: the bridge's components forward attribute writes to the wrapped module).
-        for index, block in zip(range(self.first, self.last + 1), blocks):
+        for index, block in zip(range(self.first, final + 1), blocks):
             vars(block)["forward"] = stand_in(index)
         device = self.hf_model.get_input_embeddings().weight.device
         inputs = {"input_ids": input_ids.to(device), "use_cache": False}
@@ -176,7 +179,7 @@ class BlockRunner:
         finally:
             for block in blocks:
                 vars(block).pop("forward", None)
-        missing = [i for i in range(self.first, self.last + 1) if i not in captured]
+        missing = [i for i in range(self.first, final + 1) if i not in captured]
         if missing:
             raise RuntimeError(f"The model never called blocks {missing}; cannot capture their inputs")
         hidden, args, kwargs = None, {}, {}
