@@ -19,6 +19,7 @@ CONFIG_FLAGS: dict[str, tuple[str, str]] = {
     "update_layers": ("--update-layers", "comma-separated layers whose parameters are trained [l-2,l-1,l]"),
     "param_names": ("--param-names", "comma-separated trained tensors by bridge or HF name; {layer} expands to "
                     "each update layer; globs allowed [blocks.{layer}.mlp.out.weight = HF down_proj]"),
+    "experts": ("--experts", "MoE models: comma-separated experts to train; the others stay unchanged [all]"),
     "hook_point": ("--hook-point", "hook point the losses read [blocks.{layer}.hook_resid_post]"),
     "steering_coeff": ("--steering-coeff", "c, the norm of the forget target c·u; one value or one per topic "
                        "(comma-separated) [6.5]"),
@@ -62,7 +63,7 @@ def _str_list(text: str) -> list[str]:
 
 
 CONFIG_TYPES: dict[str, Any] = {
-    "layer": int, "update_layers": _int_list, "param_names": _str_list, "hook_point": str,
+    "layer": int, "update_layers": _int_list, "param_names": _str_list, "experts": _int_list, "hook_point": str,
     "steering_coeff": _floats, "alpha": _floats, "adaptive_beta": float, "lr": float, "batch_size": int,
     "max_batches": int, "max_length": _ints, "retain_max_length": int, "seed": int, "optimizer": str,
     "adam_eps": float, "weight_decay": float, "checkpoint_every": int, "metrics_every": int,

@@ -260,7 +260,91 @@ def _tied_parameter_names(model: Any) -> set[str]:
 
 # --- small random models for tests and experiments ----------------------------------------
 
-RANDOM_ARCHITECTURES = ("llama", "mistral", "qwen2", "gpt2")
+@dataclass(frozen=True)
+class RandomFamily:
+    """How to build a small random model of one HF family: its config and model classes and settings.
+
+    ``settings(n_layers, d_model, n_heads, d_mlp, max_positions, sliding_window)`` returns the config's
+    keyword arguments in that family's own vocabulary; mixed-attention families alternate
+    sliding-window (even layers) and full attention (odd layers), so any 3 consecutive layers mix both.
+    """
+
+    config_class: str
+    model_class: str
+    settings: Any
+    sliding: bool = False
+    """Whether the family's layers use a sliding window (``sliding_window`` is then applied)."""
+
+
+def _alternating(n_layers: int) -> list[str]:
+    return ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n_layers)]
+
+
+def _decoder_settings(n_layers, d_model, n_heads, d_mlp, max_positions, window, **extra) -> dict:
+    return dict(
+        num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
+        num_key_value_heads=max(1, n_heads // 2), intermediate_size=d_mlp,
+        max_position_embeddings=max_positions, tie_word_embeddings=False, **extra,
+    )
+
+
+def _gemma_settings(n_layers, d_model, n_heads, d_mlp, max_positions, window, **extra) -> dict:
+    head_dim = d_model // n_heads
+    return _decoder_settings(
+        n_layers, d_model, n_heads, d_mlp, max_positions, window, head_dim=head_dim,
+        query_pre_attn_scalar=head_dim, sliding_window=window, layer_types=_alternating(n_layers),
+        **extra,
+    )
+
+
+RANDOM_FAMILIES: dict[str, RandomFamily] = {
+    "llama": RandomFamily("LlamaConfig", "LlamaForCausalLM", _decoder_settings),
+    "mistral": RandomFamily(
+        "MistralConfig", "MistralForCausalLM",
+        lambda *a: _decoder_settings(*a, sliding_window=a[5]), sliding=True,
+    ),
+    "mixtral": RandomFamily(
+        "MixtralConfig", "MixtralForCausalLM",
+        lambda *a: _decoder_settings(*a, num_local_experts=4, num_experts_per_tok=2, router_jitter_noise=0.0),
+    ),
+    "qwen2": RandomFamily("Qwen2Config", "Qwen2ForCausalLM", _decoder_settings),
+    "qwen2_moe": RandomFamily(
+        "Qwen2MoeConfig", "Qwen2MoeForCausalLM",
+        lambda *a: _decoder_settings(
+            *a, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=a[3] // 2,
+            shared_expert_intermediate_size=a[3],
+        ),
+    ),
+    "qwen3": RandomFamily("Qwen3Config", "Qwen3ForCausalLM", lambda *a: _decoder_settings(*a, head_dim=a[1] // a[2])),
+    "qwen3_moe": RandomFamily(
+        "Qwen3MoeConfig", "Qwen3MoeForCausalLM",
+        lambda *a: _decoder_settings(
+            *a, head_dim=a[1] // a[2], num_experts=4, num_experts_per_tok=2, moe_intermediate_size=a[3] // 2,
+        ),
+    ),
+    "gemma2": RandomFamily("Gemma2Config", "Gemma2ForCausalLM", _gemma_settings, sliding=True),
+    # Gemma-3's sliding and full layers use different RoPE bases (10k and 1M by default).
+    "gemma3": RandomFamily("Gemma3TextConfig", "Gemma3ForCausalLM", _gemma_settings, sliding=True),
+    "phi3": RandomFamily(
+        "Phi3Config", "Phi3ForCausalLM",
+        lambda *a: _decoder_settings(*a, sliding_window=a[5], resid_pdrop=0.0, embd_pdrop=0.0), sliding=True,
+    ),
+    "olmo2": RandomFamily("Olmo2Config", "Olmo2ForCausalLM", _decoder_settings),
+    "gpt2": RandomFamily(
+        "GPT2Config", "GPT2LMHeadModel",
+        lambda n, d, h, m, p, w: dict(
+            n_layer=n, n_embd=d, n_head=h, n_inner=m, n_positions=p, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        ),
+    ),
+    "gpt_neox": RandomFamily(
+        "GPTNeoXConfig", "GPTNeoXForCausalLM",
+        lambda n, d, h, m, p, w: dict(
+            num_hidden_layers=n, hidden_size=d, num_attention_heads=h, intermediate_size=m,
+            max_position_embeddings=p, tie_word_embeddings=False, hidden_dropout=0.0, attention_dropout=0.0,
+        ),
+    ),
+}
+RANDOM_ARCHITECTURES = tuple(RANDOM_FAMILIES)
 
 
 def byte_tokenizer(model_max_length: int = 2048) -> PreTrainedTokenizerBase:
@@ -297,40 +381,31 @@ def build_random_model(
     n_heads: int = 4,
     d_mlp: int | None = None,
     max_positions: int = 512,
+    sliding_window: int = 16,
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """A small randomly initialised HF causal LM and a byte tokenizer (Llama/Mistral/Qwen2/GPT-2 shapes).
+    """A small randomly initialised HF causal LM of one family (``RANDOM_FAMILIES``) and a byte tokenizer.
 
     Seconds to build; pass the pair to :func:`load_model` (``load_model(model, tokenizer=tok)``).
+    ``sliding_window`` applies to families with sliding-window layers (Mistral, Phi-3, Gemma-2/3); it
+    is short by default so that ordinary test texts cross it.
     """
     import transformers
 
-    if architecture not in RANDOM_ARCHITECTURES:
+    if architecture not in RANDOM_FAMILIES:
         raise ValueError(f"architecture={architecture!r}; choose one of {RANDOM_ARCHITECTURES}")
+    family = RANDOM_FAMILIES[architecture]
     tokenizer = byte_tokenizer(max_positions)
-    vocab = len(tokenizer)
     d_mlp = d_mlp or 4 * d_model
-    common = dict(vocab_size=vocab, bos_token_id=0, eos_token_id=1, pad_token_id=1)
-    if architecture == "gpt2":
-        config = transformers.GPT2Config(
-            n_layer=n_layers, n_embd=d_model, n_head=n_heads, n_inner=d_mlp, n_positions=max_positions,
-            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **common,
-        )
-        model_class = transformers.GPT2LMHeadModel
-    else:
-        config_class, model_class = {
-            "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM),
-            "mistral": (transformers.MistralConfig, transformers.MistralForCausalLM),
-            "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM),
-        }[architecture]
-        config = config_class(
-            num_hidden_layers=n_layers, hidden_size=d_model, num_attention_heads=n_heads,
-            num_key_value_heads=max(1, n_heads // 2), intermediate_size=d_mlp,
-            max_position_embeddings=max_positions, tie_word_embeddings=False, **common,
-        )
+    settings = family.settings(n_layers, d_model, n_heads, d_mlp, max_positions, sliding_window)
+    config = getattr(transformers, family.config_class)(
+        vocab_size=len(tokenizer), bos_token_id=0, eos_token_id=1, pad_token_id=1, **settings
+    )
+    # As save_pretrained records it: TransformerLens picks its adapter from this list.
+    config.architectures = [family.model_class]
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = model_class(config).to(dtype).eval()
+        model = getattr(transformers, family.model_class)(config).to(dtype).eval()
     model.name_or_path = f"random-{architecture}"
     return model, tokenizer

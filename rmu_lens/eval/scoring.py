@@ -11,6 +11,12 @@ exactly the tokens lm-eval gives it while the context is computed once (letter m
 single-token letters is just the context). Rows are left-padded, so every row's scored positions are
 its last ones and the LM head runs on those alone (``logits_to_keep``). Log-softmax is in float32.
 Models that take no position ids (ALiBi: Bloom, MPT) get one ordinary row per choice instead.
+
+Sliding-window layers (Mistral, Phi-3, Gemma-2/3) see only the last ``window`` positions: their mask
+also hides keys ``window`` or more positions back (by position, which in a packed row is the distance
+the plain sequence would have). Models whose layers mix kinds get one mask per layer type, passed as
+the ``{layer_type: mask}`` mapping those models accept. A layer kind rmu_lens cannot mask exactly falls
+back to one ordinary row per choice, whose masks the model builds itself.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rmu_lens.attention import FULL, SLIDING, UnsupportedAttentionError, layer_attention
 from rmu_lens.eval.prompts import TokenizedRequest
 
 if TYPE_CHECKING:
@@ -111,12 +118,38 @@ def packs_choices(model: PreTrainedModel) -> bool:
         takes_positions = "position_ids" in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         takes_positions = False
-    return takes_positions and not getattr(getattr(model, "config", None), "alibi", False)
+    if not takes_positions or getattr(getattr(model, "config", None), "alibi", False):
+        return False
+    try:
+        attention_masks(model)
+    except UnsupportedAttentionError as error:
+        logger.info("Scoring one row per choice: %s", error)
+        return False
+    return True
 
 
-def _batch_tensors(rows: Sequence[PackedRow], pad_id: int, dtype: torch.dtype, device: torch.device):
-    """Left-padded ids, positions and the additive 4-D mask of a batch of packed rows."""
+def attention_masks(model: PreTrainedModel) -> tuple[dict[str, int | None], bool]:
+    """The windows the scorer's masks need, ``{layer_type: window or None}``, and whether the model
+    takes them as a ``{layer_type: mask}`` mapping (configs with ``layer_types``) or as one mask."""
+    config = getattr(model, "config", None)
+    if config is None or not hasattr(config, "num_hidden_layers"):
+        return {FULL: None}, False
+    layers = layer_attention(config)
+    windows = {layer.kind: layer.window for layer in layers}
+    by_type = getattr(getattr(config, "text_config", None) or config, "layer_types", None) is not None
+    if len(windows) > 1 and not by_type:
+        raise UnsupportedAttentionError("The config mixes attention kinds without naming them in layer_types")
+    return windows, by_type and SLIDING in windows
+
+
+def _batch_tensors(
+    rows: Sequence[PackedRow], pad_id: int, dtype: torch.dtype, device: torch.device,
+    windows: dict[str, int | None] | None = None,
+):
+    """Left-padded ids, positions and the additive 4-D mask of a batch of packed rows (one per layer
+    type in ``windows``, ``{layer_type: window}``; a single full-attention mask by default)."""
     import torch
+    from transformers.masking_utils import sliding_window_overlay
 
     width = max(len(r.tokens) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -132,8 +165,15 @@ def _batch_tensors(rows: Sequence[PackedRow], pad_id: int, dtype: torch.dtype, d
     # A key is visible to a query when it is earlier and either context or the query's own segment.
     # Pad queries see earlier pads (never a fully masked row, so no NaN); real queries never see pads.
     allowed = causal & ((key == query) | ((key == 0) & (query >= 0)))
-    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
-    return ids.to(device), positions.to(device), mask[:, None].to(device)
+    masks = {}
+    for kind, window in (windows or {FULL: None}).items():
+        visible = allowed
+        if window is not None:
+            # The model's own window rule, applied to positions (a packed row's indices are not distances).
+            visible = allowed & sliding_window_overlay(window)(None, None, positions[:, :, None], positions[:, None, :])
+        mask = torch.zeros(visible.shape, dtype=dtype).masked_fill_(~visible, torch.finfo(dtype).min)
+        masks[kind] = mask[:, None].to(device)
+    return ids.to(device), positions.to(device), masks
 
 
 def score_packed(
@@ -148,14 +188,17 @@ def score_packed(
     dtype = next(model.parameters()).dtype
     if not dtype.is_floating_point:
         dtype = torch.float32
-    ids, positions, mask = _batch_tensors(rows, pad_id, dtype, input_device(model))
+    windows, by_type = attention_masks(model) if packed else ({FULL: None}, False)
+    ids, positions, masks = _batch_tensors(rows, pad_id, dtype, input_device(model), windows)
+    mask = next(iter(masks.values()))
     width = ids.shape[1]
     keep = max(len(r.tokens) - r.context_length + 1 for r in rows)
     kwargs: dict = {"logits_to_keep": keep} if keep_logits else {}
     if packed:
-        kwargs |= {"attention_mask": mask, "position_ids": positions}
+        kwargs |= {"attention_mask": masks if by_type else mask, "position_ids": positions}
     else:
-        kwargs["attention_mask"] = (mask[:, 0, -1] == 0).long()  # the last query row sees every real token
+        # The last query row sees every real token (one choice per row, no window in the full mask).
+        kwargs["attention_mask"] = (masks[FULL][:, 0, -1] == 0).long()
     logits = model(input_ids=ids, use_cache=False, **kwargs).logits
     logprobs = logits[:, -keep:].float().log_softmax(dim=-1)
     first_kept = width - keep

@@ -25,6 +25,9 @@ class RMUConfig:
     param_names: list[str] = field(default_factory=lambda: ["blocks.{layer}.mlp.out.weight"])
     """Trained tensors, by bridge name (``blocks.5.mlp.out.weight``) or HF name
     (``model.layers.5.mlp.down_proj.weight``); ``{layer}`` expands to each update layer; glob patterns allowed."""
+    experts: list[int] | None = None
+    """Mixture-of-experts models: train only these experts of the selected expert tensors (the other
+    experts' gradients are zeroed, so they stay bit-identical; needs weight_decay 0). None: all experts."""
     hook_point: str | None = None
     """Hook point the losses read; default ``blocks.{layer}.hook_resid_post`` (what the official code hooks)."""
     steering_coeff: float | list[float] = 6.5
@@ -86,6 +89,10 @@ class RMUConfig:
             problems.append(f"optimizer={self.optimizer!r}; choose one of {OPTIMIZERS}")
         if self.reference and self.optimizer != "legacy_adamw":
             problems.append("reference=True trains with the official optimizer: set optimizer='legacy_adamw'")
+        if self.experts is not None and (not self.experts or self.weight_decay != 0):
+            problems.append(
+                f"experts={self.experts} needs a non-empty list and weight_decay=0 (decay would move the other experts)"
+            )
         if self.checkpoint_every < 0 or self.metrics_every < 1:
             problems.append("checkpoint_every must be >= 0 and metrics_every >= 1")
         for name in ("steering_coeff", "alpha", "max_length"):
@@ -141,6 +148,9 @@ PROFILES: dict[str, dict[str, Any]] = {
     "zephyr": {},
     # Yi-34B as published: layer 15, update 13-15, c 300, alpha 350, 400 batches of 2.
     "yi-34b": {"layer": 15, "steering_coeff": 300.0, "alpha": 350.0, "batch_size": 2, "max_batches": 400},
+    # Mixtral-8x7B as published: layer 7, update 5-7, c 300, alpha 1600. The default tensors are every
+    # expert's down projection; the official code's param_ids 7 trained expert 0's w3 only (docs/rmu.md).
+    "mixtral-8x7b": {"layer": 7, "steering_coeff": 300.0, "alpha": 1600.0},
     # The embedded default (SmolLM2-135M) on a CPU in a few minutes. Its layer-7 token norms are ~115,
     # ~40x Zephyr's, so c comes from the adaptive rule (2.5 x the frozen norm, ~300 here); a 135M model
     # with large down_proj weights needs a larger lr, and alpha 100 lets the forget activations move

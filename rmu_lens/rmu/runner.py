@@ -1,14 +1,16 @@
 """BlockRunner: compute a hook point's activations by running only the blocks that can change them.
 
 RMU reads layer l and trains a few layers first..l, so a training step needs neither the blocks
-after l nor the LM head, and the blocks below ``first`` are frozen (DESIGN §4):
+after l nor the LM head, and the blocks below ``first`` are frozen (docs/performance.md):
 
     input_ids ──prefix()──▶ BlockInputs (hidden state entering block `first` + the kwargs the
-                            model passes to its decoder layers: mask, rotary cos/sin, positions)
+                            model passes to EACH block first..last: mask, rotary cos/sin, positions)
     BlockInputs ──run(params)──▶ activations at blocks.{last}.hook_resid_post
 
-``prefix`` runs the HF model itself until block ``first`` is about to be called, so masks and
-position embeddings are built by the model's own code. ``run`` calls unwrapped copies of the HF
+``prefix`` runs the HF model itself with the blocks from ``first`` on replaced by stand-ins that
+record what the model passes them (and pass the residual stream on uncomputed), so each block's mask and position embeddings are the ones the model's own
+code builds for that block's layer type (sliding-window and full layers get different masks;
+Gemma-3's get different RoPE bases) at no extra compute. ``run`` calls unwrapped copies of the HF
 decoder layers with weights passed functionally (``torch.func.functional_call``): the same math as
 the bridge's blocks without the bridge's per-module hook overhead, and the frozen path is the
 same call with the frozen copies of the trained tensors swapped in — no ``.data`` swapping.
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rmu_lens.attention import layer_attention
 from rmu_lens.models import hf_model_of, readable_name
 
 RESID_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
@@ -47,16 +50,17 @@ def block_output_index(hook_name: str, n_layers: int) -> int:
 
 
 class _Captured(Exception):
-    """Raised inside the forward pass once block ``first``'s inputs are captured."""
+    """Raised inside the forward pass once the last block's inputs are captured."""
 
 
 @dataclass
 class BlockInputs:
-    """What block ``first`` receives: the residual stream and the model-built keyword arguments."""
+    """What blocks first..last receive: the residual stream entering ``first`` and, per block index,
+    the extra positional and keyword arguments the model itself passes that block."""
 
     hidden: torch.Tensor
-    args: tuple
-    kwargs: dict[str, Any]
+    args: dict[int, tuple]
+    kwargs: dict[int, dict[str, Any]]
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
@@ -100,11 +104,11 @@ class BlockRunner:
         # Per block: the module to call and its tensors as (name inside the module, HF name, tensor).
         self._layers: list[tuple[nn.Module, list[tuple[str, str, torch.Tensor]], torch.device]] = []
         self.plain_blocks: list[int] = []
-        attention_types = set()
+        # Refuses, by layer and kind, attention kinds whose inputs are not known to be exact.
+        self.attention = layer_attention(self.hf_model.config)[first : last + 1]
         for index in range(first, last + 1):
             block = bridge.blocks[index]
             original = block.original_component
-            attention_types.add(getattr(original, "attention_type", None))
             tensors = {
                 readable_name(name): tensor
                 for name, tensor in list(original.named_parameters()) + list(original.named_buffers())
@@ -124,11 +128,6 @@ class BlockRunner:
                 local.update(dict(block.named_buffers()))
             entries = [(name, hf_names.get(id(tensor), name), tensor) for name, tensor in local.items()]
             self._layers.append((module, entries, _module_device(original)))
-        if len(attention_types) > 1:
-            raise NotImplementedError(
-                f"Blocks {first}..{last} mix attention types {attention_types} (e.g. sliding-window and "
-                f"full layers), which need different masks; choose update layers of one attention type"
-            )
 
     def _plain_layer(self, layer_class: type, index: int) -> nn.Module:
         config = self.hf_model.config
@@ -145,14 +144,27 @@ class BlockRunner:
         attention_mask: torch.Tensor | None,
         position_ids: torch.Tensor | None = None,
     ) -> BlockInputs:
-        """Run the frozen blocks below ``first`` (no grad) and return what block ``first`` receives."""
-        captured: dict[str, Any] = {}
+        """Run the frozen blocks below ``first`` (no grad) and return what blocks first..last receive."""
+        captured: dict[int, tuple[tuple, dict]] = {}
+        # Every block from `first` on is recorded, so the inputs also serve runners with another
+        # `last` (a prefix cache is keyed by `first`); stand-ins cost nothing.
+        final = self.bridge.cfg.n_layers - 1
+        blocks = [self.bridge.blocks[i] for i in range(self.first, final + 1)]
 
-        def capture(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            captured["args"], captured["kwargs"] = args, kwargs
-            raise _Captured
+        def stand_in(index: int):
+            def record(*args: Any, **kwargs: Any) -> torch.Tensor:
+                captured[index] = (args, kwargs)
+                if index == final:
+                    raise _Captured
+                # Blocks first..last-1 are not computed here; pass the residual stream on unchanged.
+                return args[0] if args else kwargs["hidden_states"]
 
-        handle = self.bridge.blocks[self.first].register_forward_pre_hook(capture, with_kwargs=True)
+            return record
+
+        # An instance attribute shadows the class's forward for this call only (set in __dict__
+        # directly: the bridge's components forward attribute writes to the wrapped module).
+        for index, block in zip(range(self.first, final + 1), blocks):
+            vars(block)["forward"] = stand_in(index)
         device = self.hf_model.get_input_embeddings().weight.device
         inputs = {"input_ids": input_ids.to(device), "use_cache": False}
         if attention_mask is not None:
@@ -165,11 +177,21 @@ class BlockRunner:
         except _Captured:
             pass
         finally:
-            handle.remove()
-        if "kwargs" not in captured:
-            raise RuntimeError(f"The model never called block {self.first}; cannot capture its inputs")
-        args, kwargs = captured["args"], dict(captured["kwargs"])
-        hidden, args = (args[0], tuple(args[1:])) if args else (kwargs.pop("hidden_states"), ())
+            for block in blocks:
+                vars(block).pop("forward", None)
+        missing = [i for i in range(self.first, final + 1) if i not in captured]
+        if missing:
+            raise RuntimeError(f"The model never called blocks {missing}; cannot capture their inputs")
+        hidden, args, kwargs = None, {}, {}
+        for index, (block_args, block_kwargs) in captured.items():
+            block_kwargs = dict(block_kwargs)
+            if block_args:
+                value, args[index] = block_args[0], tuple(block_args[1:])
+            else:
+                value, args[index] = block_kwargs.pop("hidden_states"), ()
+            kwargs[index] = block_kwargs
+            if index == self.first:
+                hidden = value
         return BlockInputs(hidden=hidden.detach(), args=args, kwargs=kwargs)
 
     def run(self, inputs: BlockInputs, params: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
@@ -179,12 +201,14 @@ class BlockRunner:
         if unknown:
             raise KeyError(f"BlockRunner.run got overrides for unknown tensors {sorted(unknown)}; use plain HF names")
         hidden = inputs.hidden
-        for module, entries, device in self._layers:
+        for index, (module, entries, device) in zip(range(self.first, self.last + 1), self._layers):
+            if index not in inputs.kwargs:
+                raise ValueError(f"These BlockInputs hold no inputs for block {index}: build them with this runner's prefix()")
             hidden = _to_device(hidden, device)
             weights = {name: params.get(hf_name, tensor) for name, hf_name, tensor in entries}
-            args = (hidden, *_to_device(inputs.args, device))
+            args = (hidden, *_to_device(inputs.args[index], device))
             output = torch.func.functional_call(
-                module, weights, args, _to_device(inputs.kwargs, device), tie_weights=False
+                module, weights, args, _to_device(inputs.kwargs[index], device), tie_weights=False
             )
             hidden = output[0] if isinstance(output, tuple) else output
         return hidden

@@ -31,7 +31,7 @@ from rmu_lens.rmu.batches import Batcher, Source, TokenBatch, forget_sources, re
 from rmu_lens.rmu.config import RMUConfig
 from rmu_lens.rmu.control import check_control_vectors, draw_unit_vectors
 from rmu_lens.rmu.optim import LegacyAdamW
-from rmu_lens.rmu.params import TrainedParameter, block_index, resolve_parameters
+from rmu_lens.rmu.params import TrainedParameter, block_index, mask_untrained_experts, resolve_parameters
 from rmu_lens.rmu.prefix import PrefixCache
 from rmu_lens.rmu.rundir import RunDirectory
 from rmu_lens.rmu.runner import BlockInputs, BlockRunner, block_output_index
@@ -135,7 +135,7 @@ class RMUTrainer:
         if cfg.layer >= n_layers:
             raise ValueError(f"layer={cfg.layer} is out of range: the model has layers 0..{n_layers - 1}")
         self.read_block = block_output_index(cfg.read_hook, n_layers)
-        self.trained: list[TrainedParameter] = resolve_parameters(model, cfg.param_names, cfg.update_layers)
+        self.trained: list[TrainedParameter] = resolve_parameters(model, cfg.param_names, cfg.update_layers, cfg.experts)
         self.first = min(cfg.update_layers)
         if self.read_block < max(cfg.update_layers):
             raise ValueError(
@@ -256,6 +256,7 @@ class RMUTrainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        mask_untrained_experts(self.trained)
         self.optimizer.step()
 
         record: dict[str, Any] = {
