@@ -171,6 +171,21 @@ def check_on_device(hf_model: Any, device: str | torch.device) -> None:
                 )
 
 
+def check_embedding_in_memory(hf_model: Any) -> None:
+    """Raise PlacementError if a device map offloaded the input embedding (to disk, or off-module to the CPU).
+
+    Every forward starts there and the token ids must go to its device: TransformerLens, the
+    trainer and the scorers all read that device from the embedding's weight.
+    """
+    weight = hf_model.get_input_embeddings().weight
+    if weight.device.type == "meta" and getattr(hf_model, "hf_device_map", None):
+        raise PlacementError(
+            f"The device map offloads the input embedding (its weight is a meta placeholder; "
+            f"hf_device_map={hf_model.hf_device_map}): keep the embedding on a device, e.g. map "
+            f"'model.embed_tokens' to 0 or 'cpu' in a CPU-only map, or give max_memory room for it"
+        )
+
+
 def cast_parameters(hf_model: Any, dtype: torch.dtype) -> None:
     """Cast floating parameters to ``dtype`` as ``from_pretrained(dtype=...)`` would, keeping float32
     buffers such as rotary ``inv_freq`` (``model.to(dtype)`` would round them too)."""
@@ -508,6 +523,7 @@ def load_model(
         if dtype is not None:
             cast_parameters(source, dtype)
         place_model(source, device=device, device_map=device_map, max_memory=max_memory, offload_folder=offload_folder)
+        check_embedding_in_memory(source)
         return bridge_from_hf(source, tokenizer)
     if not isinstance(source, (str, os.PathLike)):
         raise TypeError(
@@ -525,6 +541,7 @@ def load_model(
         offload_folder=offload_folder,
     )
     hf_model.name_or_path = source
+    check_embedding_in_memory(hf_model)
     return bridge_from_hf(hf_model, tokenizer or loaded_tokenizer)
 
 

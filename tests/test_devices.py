@@ -140,6 +140,19 @@ def test_contradictory_placement_is_one_clear_error(tiny_dir, options, message):
         load_model(tiny_dir, **options)
 
 
+@pytest.mark.parametrize("source", ["in-memory", "folder"])
+def test_offloaded_input_embedding_is_refused_at_load(source, tiny_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device_map = {**{k: "cpu" for k in DISK_MAP}, "model.embed_tokens": "disk"}
+    with pytest.raises(PlacementError, match="offloads the input embedding"):
+        if source == "folder":
+            load_model(tiny_dir, device_map=device_map, offload_folder=tmp_path / "o")
+        else:
+            model = AutoModelForCausalLM.from_pretrained(tiny_dir)
+            load_model(model, tokenizer=AutoTokenizer.from_pretrained(tiny_dir), device_map=device_map)
+
+
 def test_trained_tensor_offloaded_to_disk_is_refused_naming_it_and_the_fix(tiny_dir, tmp_path):
     bridge = load_model(tiny_dir, device_map={**DISK_MAP, "model.layers.1": "disk"}, offload_folder=tmp_path / "off")
     with pytest.raises(PlacementError, match=r"blocks\.1\.mlp\.out\.weight .*disk.*layers 0\.\.1 on a device"):
@@ -199,3 +212,19 @@ def test_evaluate_on_an_offloaded_model_equals_the_in_memory_model(tiny_dir, tmp
     plain = evaluate(load_model(tiny_dir, device="cpu"), questions, progress=False)
     for a, b in zip(offloaded.records, plain.records):
         assert a["loglikelihoods"] == pytest.approx(b["loglikelihoods"], abs=1e-5)
+
+
+def test_collect_activations_on_an_offloaded_model_equals_run_with_cache(tiny_dir, tmp_path):
+    from rmu_lens.analysis.activations import collect_activations, tokenize
+    from rmu_lens.models import tokenizer_of
+
+    hooks = ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]  # one layer in memory, one on disk
+    offloaded = load_model(tiny_dir, device_map=DISK_MAP, offload_folder=tmp_path / "o")
+    batch = tokenize(tokenizer_of(offloaded), TEXTS, max_length=32)
+    collected = collect_activations(offloaded, batch, hooks, progress=False)
+    reference = load_model(tiny_dir, device="cpu")
+    with torch.no_grad():
+        _, cache = reference.run_with_cache(batch.input_ids, attention_mask=batch.attention_mask, names_filter=hooks)
+    real = batch.attention_mask.bool()
+    for name in hooks:
+        torch.testing.assert_close(collected.values[name][real], cache[name][real], atol=1e-5, rtol=1e-5)
