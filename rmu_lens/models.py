@@ -112,7 +112,32 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return DTYPES[dtype]
 
 
+def check_device(device: str | int | torch.device) -> torch.device:
+    """The torch device ``device`` names, after checking this machine has it (else one clear error)."""
+    try:
+        resolved = torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise ValueError(f"device={device!r} is not a torch device: write e.g. 'cuda', 'cuda:1', 'cpu' or 'meta'") from error
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise PlacementError(
+                f"device={device!r}, but no CUDA device is visible (torch {torch.__version__}, "
+                f"torch.cuda.is_available() is False): use device='cpu', or a CUDA build of torch on a GPU machine"
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise PlacementError(f"device={device!r}, but only {torch.cuda.device_count()} CUDA device(s) are visible")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise PlacementError(f"device={device!r}, but MPS is not available here: use device='cpu'")
+    return resolved
+
+
 def _check_placement_request(device: Any, device_map: Any, max_memory: Any, offload_folder: Any) -> None:
+    if device is not None:
+        check_device(device)
+    if isinstance(device_map, dict):
+        for target in device_map.values():
+            if str(target) not in ("cpu", "disk", "meta"):
+                check_device(target)
     if device is not None and device_map is not None:
         raise ValueError(
             f"device={device!r} and device_map={device_map!r} both given: use device= for one device, "

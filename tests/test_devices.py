@@ -133,6 +133,9 @@ def test_default_device_is_cpu_without_cuda_and_logged_once(tiny_dir, caplog, mo
         ({"device_map": "everywhere"}, "device_map='everywhere'"),
         ({"max_memory": {"cpu": 1}}, "only apply with a device_map"),
         ({"dtype": "float8"}, "dtype='float8'"),
+        ({"device": "gpu"}, "device='gpu' is not a torch device"),
+        ({"device": "cuda:99"}, "cuda:99"),
+        ({"device_map": {"": 99}}, "device=99"),
     ],
 )
 def test_contradictory_placement_is_one_clear_error(tiny_dir, options, message):
