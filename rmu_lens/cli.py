@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from rmu_lens.audit.commands import register as register_audit_commands
+from rmu_lens.devices import add_device_arguments, load_options
 from rmu_lens.eval.commands import register as register_eval_commands
 
 # RMUConfig field -> (flag, help). Every field has a flag (a test checks it).
@@ -39,6 +40,8 @@ CONFIG_FLAGS: dict[str, tuple[str, str]] = {
                   "[legacy_adamw]"),
     "adam_eps": ("--adam-eps", "optimizer eps [1e-6]"),
     "weight_decay": ("--weight-decay", "optimizer weight decay [0]"),
+    "master_weights": ("--master-weights", "float32: keep float32 master copies of bf16/fp16 trained tensors so "
+                       "small updates are not rounded away [none: train in the model's dtype]"),
     "checkpoint_every": ("--checkpoint-every", "steps between checkpoints; 0 = only on interruption [50]"),
     "metrics_every": ("--metrics-every", "steps between frozen forget passes for the cosine metric [1]"),
 }
@@ -66,7 +69,7 @@ CONFIG_TYPES: dict[str, Any] = {
     "layer": int, "update_layers": _int_list, "param_names": _str_list, "experts": _int_list, "hook_point": str,
     "steering_coeff": _floats, "alpha": _floats, "adaptive_beta": float, "lr": float, "batch_size": int,
     "max_batches": int, "max_length": _ints, "retain_max_length": int, "seed": int, "optimizer": str,
-    "adam_eps": float, "weight_decay": float, "checkpoint_every": int, "metrics_every": int,
+    "adam_eps": float, "weight_decay": float, "master_weights": str, "checkpoint_every": int, "metrics_every": int,
 }
 BOOLEAN_FIELDS = ("cycle", "reference")
 
@@ -93,8 +96,7 @@ def _add_unlearn(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-chars", type=int, default=50, help="drop texts of this many characters or fewer [50, as the official code]")
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cuda or cpu [auto]")
-    parser.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"], help="model dtype [float32]")
+    add_device_arguments(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     group = parser.add_argument_group("RMU settings (override the profile / config file)")
     for field, (flag, text) in CONFIG_FLAGS.items():
@@ -120,8 +122,6 @@ def build_config(args: argparse.Namespace):
 
 
 def run_unlearn(args: argparse.Namespace) -> int:
-    import torch
-
     import rmu_lens as rl
 
     config = build_config(args)
@@ -130,9 +130,8 @@ def run_unlearn(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names):
         raise SystemExit(f"error: forget corpora need distinct names, got {names}")
     retain = [rl.load_corpus(s, text_field=args.text_field, min_chars=args.min_chars) for s in args.retain]
-    dtype = getattr(torch, args.dtype) if args.dtype else None
     print(f"Loading {args.model} ...", file=sys.stderr)
-    model = rl.load_model(args.model, device=args.device, dtype=dtype)
+    model = rl.load_model(args.model, **load_options(args))
     run = rl.unlearn(
         model, forget, retain[0] if len(retain) == 1 else retain, config,
         out=args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
@@ -220,6 +219,7 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (only once the demo succeeds)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device_arguments(parser)
     parser.set_defaults(func=run_demo)
 
 
@@ -233,11 +233,12 @@ def run_demo(args: argparse.Namespace) -> int:
             raise ValueError(f"--{name.replace('_', '-')} {value}: give a positive number")
     sizes = {"analysis_max_texts": args.max_texts} if args.max_texts else {}
     if args.testbed:
-        plan = testbed_plan(**sizes)
+        plan = testbed_plan(**sizes, load_options=load_options(args))
         if args.max_batches:
             plan.config = dataclasses.replace(plan.config, max_batches=args.max_batches)
     else:
-        plan = smollm2_plan(**({"question_limit": args.limit} if args.limit else {}), max_batches=args.max_batches, **sizes)
+        plan = smollm2_plan(**({"question_limit": args.limit} if args.limit else {}), max_batches=args.max_batches,
+                            load_options=load_options(args), **sizes)
     run_pipeline(plan, args.out, overwrite=args.overwrite, progress=not args.no_progress, analysis=not args.no_analysis,
                  audit=args.audit, log=print)
     return 0
@@ -267,6 +268,7 @@ def _add_analyze(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--forget-subjects", nargs="+", default=None, help="subjects of the evaluations that were to be forgotten")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device_arguments(parser)
     parser.set_defaults(func=run_analyze)
 
 
@@ -299,7 +301,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     run_analysis(
         args.base, args.unlearned, args.out, datasets=datasets, max_texts=args.max_texts, layers=args.layers,
         evaluations=evaluations, forget_subjects=args.forget_subjects, overwrite=args.overwrite,
-        progress=not args.no_progress, log=print,
+        progress=not args.no_progress, log=print, load_options=load_options(args),
     )
     return 0
 

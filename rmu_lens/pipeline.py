@@ -143,6 +143,7 @@ def smollm2_plan(
     analysis_layers: list[int] | None = SMOLLM2_ANALYSIS_LAYERS,
     analysis_questions: bool = False,
     model: str = "smollm2-135m",
+    load_options: Mapping[str, Any] | None = None,
 ) -> DemoPlan:
     """The main job: SmolLM2-135M, forget bundled virology + cybersecurity, retain bundled retain text,
     the demo RMU profile, the six bundled question sets (first ``question_limit`` of each; None: all).
@@ -150,7 +151,8 @@ def smollm2_plan(
     Analysis datasets: the forget corpora and the retain corpus, plus the adjacent and distant question
     sets as text (question + answer), so every role is measured inside the model too. The defaults
     (30 questions per set, 16 texts per dataset, 8 layers, no knowledge probe) keep the demo under ten
-    minutes on two CPU cores (docs/report.md).
+    minutes on two CPU cores (docs/report.md). ``load_options`` (device, dtype, device_map ...) go to
+    :func:`rmu_lens.load_model`.
     """
     from rmu_lens.data.corpora import load_corpus
     from rmu_lens.models import load_model
@@ -168,17 +170,20 @@ def smollm2_plan(
     datasets.update(extra)
     subjects.update({name: subset[0].group for name, (subset, role) in sets.items() if role == "forget"})
     return DemoPlan(
-        name=model, load_model=lambda: load_model(model), forget=forget, retain=retain, questions=questions,
+        name=model, load_model=lambda: load_model(model, **(load_options or {})), forget=forget, retain=retain, questions=questions,
         subject_roles=roles, config=config, analysis_datasets=datasets, analysis_subjects=subjects,
         analysis_max_texts=analysis_max_texts, analysis_layers=analysis_layers, analysis_questions=analysis_questions,
     )
 
 
-def testbed_plan(testbed: Any = None, *, analysis_max_texts: int = 48) -> DemoPlan:
+def testbed_plan(
+    testbed: Any = None, *, analysis_max_texts: int = 48, load_options: Mapping[str, Any] | None = None
+) -> DemoPlan:
     """The ground-truth world: the testbed model, its forget/retain corpora and preset, every held-out
     question; roles from ``Testbed.forget_domain`` / ``adjacent_domain`` / ``distant_domains``.
 
-    ``testbed``: a loaded Testbed (default: ``load_testbed()``, trained once and cached).
+    ``testbed``: a loaded Testbed (default: ``load_testbed()``, trained once and cached);
+    ``load_options`` go to :func:`rmu_lens.load_model` when the testbed model is loaded.
     """
     from rmu_lens.testbed import load_testbed, testbed_rmu_config
 
@@ -190,7 +195,7 @@ def testbed_plan(testbed: Any = None, *, analysis_max_texts: int = 48) -> DemoPl
         datasets[domain] = (testbed.corpus(domain, qa=False), role)
     datasets["retain"] = (testbed.retain_corpus(), "retain")
     return DemoPlan(
-        name=f"testbed {testbed.model_dir.name}", load_model=testbed.bridge,
+        name=f"testbed {testbed.model_dir.name}", load_model=lambda: testbed.bridge(**(load_options or {})),
         forget=[testbed.forget_corpus()], retain=testbed.retain_corpus(), questions=testbed.questions(),
         subject_roles=roles, config=testbed_rmu_config(), analysis_datasets=datasets,
         analysis_max_texts=analysis_max_texts,
@@ -447,6 +452,7 @@ def run_analysis(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = _stderr,
+    load_options: Mapping[str, Any] | None = None,
 ) -> DemoResult:
     """`rmu-lens analyze`: the base model against a run directory's model/, written to ``out`` as
     ``analysis/``, ``figures/``, ``report.html`` and ``summary.json`` (atomically, like the demo).
@@ -454,6 +460,7 @@ def run_analysis(
     ``base``: a model source for :func:`rmu_lens.load_model` or a loaded bridge. ``datasets`` default to
     :func:`default_analysis_datasets`. ``evaluations`` = (base EvalResult, unlearned EvalResult) adds
     accuracy, the comparison and the damage table; ``forget_subjects`` names the forget subjects there.
+    ``load_options`` (device, dtype, device_map ...) go to :func:`rmu_lens.load_model` for both models.
     """
     from rmu_lens._io import atomic_directory, atomic_write_json
     from rmu_lens.analysis import analyze_run
@@ -478,8 +485,9 @@ def run_analysis(
     started = time.perf_counter()
     with atomic_directory(out) as staging:
         steps.start("load", f"loading the base model {base if isinstance(base, (str, os.PathLike)) else ''} and {run_dir / 'model'}")
-        base_model = load_model(base) if isinstance(base, (str, os.PathLike)) else base
-        unlearned_model = load_model(run_dir / "model")
+        options = dict(load_options or {})
+        base_model = load_model(base, **options) if isinstance(base, (str, os.PathLike)) else base
+        unlearned_model = load_model(run_dir / "model", **options)
         steps.start("analysis", f"analyzing representations: {len(datasets)} datasets, up to {max_texts} texts each")
         analysis = analyze_run(
             base_model, run_dir, datasets, unlearned_model=unlearned_model, layers=layers, max_texts=max_texts,

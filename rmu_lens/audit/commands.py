@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from rmu_lens.devices import add_device_arguments, load_options
+
 
 def _ints(text: str) -> list[int]:
     try:
@@ -37,7 +39,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--limit", type=int, default=None, help="first N questions of each subject")
     parser.add_argument("--mode", choices=("letter", "cloze"), default="cloze", help="evaluation mode [cloze]")
     parser.add_argument("--batch-size", type=int, default=16, help="questions per forward pass [16]")
-    parser.add_argument("--device", default=None, help="torch device for the models")
+    add_device_arguments(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -123,8 +125,8 @@ def run_audit(args: argparse.Namespace) -> int:
         n_examples=args.finetune_n, method=args.finetune_method, layers=args.finetune_layers, steps=args.finetune_steps, lr=args.finetune_lr, seed=args.seed)
     if finetune is not None and retain_corpus is None:
         raise ValueError("the fine-tuning audit needs --retain-corpus (unrelated text), or pass --no-finetune")
-    base = load_model(base_source, device=args.device)
-    unlearned = load_model(args.unlearned / "model", device=args.device)
+    base = load_model(base_source, **load_options(args))
+    unlearned = load_model(args.unlearned / "model", **load_options(args))
     result = audit(
         base, unlearned, run=args.unlearned, forget_questions=forget_questions, retain_questions=retain_questions,
         forget_texts=forget_corpus.texts, retain_texts=retain_corpus.texts if retain_corpus else None,
@@ -156,7 +158,7 @@ def run_layer_study(args: argparse.Namespace) -> int:
     else:
         config = RMUConfig.profile("demo")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    model = load_model(model_source, device=args.device)
+    model = load_model(model_source, **load_options(args))
     study = layer_study(
         model, forget_corpus, retain_corpus, forget_questions, retain_questions, layers=args.layers, config=config,
         modes=modes, steering_coeff=args.steering_coeff, adaptive_beta=args.adaptive_beta, ablation=not args.no_ablation,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rmu_lens.devices import add_device_arguments, load_options
+
 FORMAT_CHOICES = ("wmdp", "mmlu", "mmlu-csv")
 
 
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     evaluate_parser.add_argument("--subjects", nargs="+", default=None, help="keep only these subjects (or tasks)")
     evaluate_parser.add_argument("--limit", type=int, default=None, help="first N questions of each subject")
     evaluate_parser.add_argument("--batch-size", type=int, default=16, help="questions per forward pass (default 16)")
-    evaluate_parser.add_argument("--device", default=None, help="torch device for the model (default: load_model's choice)")
+    add_device_arguments(evaluate_parser)
     evaluate_parser.add_argument("--out", required=True, help="results JSON to write")
     evaluate_parser.add_argument("--quiet", action="store_true", help="no progress bar or table")
     evaluate_parser.set_defaults(func=run_eval)
@@ -51,9 +53,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from rmu_lens.eval import evaluate, load_questions
+    from rmu_lens.eval.evaluate import resolve_model_source
+    from rmu_lens.models import load_model
 
     questions = load_questions(args.data, format=args.format, subjects=args.subjects, limit=args.limit, config=args.config)
-    result = evaluate(args.model, questions, mode=args.mode, batch_size=args.batch_size, progress=not args.quiet, device=args.device)
+    model = load_model(resolve_model_source(args.model), **load_options(args))
+    result = evaluate(model, questions, mode=args.mode, batch_size=args.batch_size, progress=not args.quiet)
+    result.meta["model"] = args.model
     result.meta["data"] = args.data
     path = result.save(args.out)
     if not args.quiet:

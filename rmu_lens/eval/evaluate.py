@@ -38,12 +38,21 @@ def resolve_model(
     """(HF causal LM, its own tokenizer, a display name) from a bridge, an HF model or a source string."""
     from transformers import PreTrainedModel
 
-    from rmu_lens.models import hf_model_of, load_model, tokenizer_of
+    from rmu_lens.models import hf_model_of, input_device, load_model, same_device, tokenizer_of
 
     if isinstance(model, (str, os.PathLike)):
         source = resolve_model_source(model)
         bridge = load_model(source, device=device)
         return hf_model_of(bridge), tokenizer or tokenizer_of(bridge), os.fspath(model)
+    if device is not None:
+        # A loaded model is scored where it is (inputs go to its embedding's device); never move it silently.
+        hf = hf_model_of(model) if hasattr(model, "original_model") else model
+        placed = input_device(hf)
+        if not same_device(placed, device):
+            raise ValueError(
+                f"evaluate(device={device!r}) got a model loaded on {placed}: device= applies when evaluate loads "
+                f"the model from a source; load it with rmu_lens.load_model(..., device={device!r}) instead"
+            )
     if isinstance(model, PreTrainedModel):
         if tokenizer is None:
             raise ValueError("evaluate(hf_model, ...) needs tokenizer=: pass the tokenizer that goes with the model")

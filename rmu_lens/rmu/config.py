@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 OPTIMIZERS = ("legacy_adamw", "adamw")
+MASTER_WEIGHTS = (None, "float32")
 
 
 @dataclass
@@ -55,6 +56,11 @@ class RMUConfig:
     """``legacy_adamw`` (transformers 4.x AdamW, as the official code) or ``adamw`` (torch.optim.AdamW)."""
     adam_eps: float = 1e-6
     weight_decay: float = 0.0
+    master_weights: str | None = None
+    """``"float32"``: the optimizer steps float32 master copies of trained tensors held in a lower
+    precision (bf16/fp16) and writes them back rounded, so updates below bf16's spacing accumulate
+    instead of vanishing (about half the elements never move at lr 5e-5 without it; docs/devices.md).
+    No effect on float32 tensors; None trains in the model's dtype, as the official code does."""
     checkpoint_every: int = 50
     """Steps between checkpoints in the run directory (0: only at the end / on interruption)."""
     metrics_every: int = 1
@@ -93,6 +99,10 @@ class RMUConfig:
             problems.append(
                 f"experts={self.experts} needs a non-empty list and weight_decay=0 (decay would move the other experts)"
             )
+        if self.master_weights not in MASTER_WEIGHTS:
+            problems.append(f"master_weights={self.master_weights!r}; choose one of {MASTER_WEIGHTS}")
+        elif self.reference and self.master_weights is not None:
+            problems.append("reference=True trains in the model's dtype as the official code does: set master_weights=None")
         if self.checkpoint_every < 0 or self.metrics_every < 1:
             problems.append("checkpoint_every must be >= 0 and metrics_every >= 1")
         for name in ("steering_coeff", "alpha", "max_length"):

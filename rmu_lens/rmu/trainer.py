@@ -26,11 +26,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from rmu_lens.models import tokenizer_of
+from rmu_lens.models import DTYPES, PlacementError, hf_model_of, offloaded_modules, readable_name, tokenizer_of
 from rmu_lens.rmu.batches import Batcher, Source, TokenBatch, forget_sources, retain_sources, schedule, step_count
 from rmu_lens.rmu.config import RMUConfig
 from rmu_lens.rmu.control import check_control_vectors, draw_unit_vectors
-from rmu_lens.rmu.optim import LegacyAdamW
+from rmu_lens.rmu.optim import LegacyAdamW, MasterWeights
 from rmu_lens.rmu.params import TrainedParameter, block_index, mask_untrained_experts, resolve_parameters
 from rmu_lens.rmu.prefix import PrefixCache
 from rmu_lens.rmu.rundir import RunDirectory
@@ -162,6 +162,7 @@ class RMUTrainer:
         self.step = 0
         self._stop_requested = False
         self._retain_cache: tuple[tuple[int, int], BlockInputs, torch.Tensor, torch.Tensor] | None = None
+        self._check_placement()
         self._prepare_parameters()
 
     # -- set-up ---------------------------------------------------------------------------
@@ -175,18 +176,53 @@ class RMUTrainer:
                     f"{self.first}..{self.read_block}: RMU trains weights of the update layers only"
                 )
 
+    def _check_placement(self) -> None:
+        """Trained tensors must hold their values in memory on a device: RMU updates them in place
+        and keeps their frozen copies beside them. Meta tensors and accelerate's offloaded
+        placeholders (disk, or a CPU weights map) are refused here, naming the tensor and the fix."""
+        hf_model = hf_model_of(self.model)
+        offloaded = {id(t): name for name, m in offloaded_modules(hf_model).items() for t in m.parameters(recurse=False)}
+        device_map = getattr(hf_model, "hf_device_map", None) or {}
+        for p in self.trained:
+            if p.parameter.device.type != "meta" and id(p.parameter) not in offloaded:
+                continue
+            mapped = [k for k in device_map if not k or p.hf_name == k or p.hf_name.startswith(k + ".")]
+            if mapped:
+                key = max(mapped, key=len)
+                where = f"offloaded by the device map (hf_device_map[{key!r}] = {device_map[key]!r})"
+            elif id(p.parameter) in offloaded:
+                where = "offloaded by accelerate (its values live in a weights map, not on the module)"
+            else:
+                where = "on the meta device, which holds no values (the model was loaded with device='meta')"
+            last = self.read_block
+            raise PlacementError(
+                f"Trained tensor {p.bridge_name} ({readable_name(p.hf_name)}) is {where}. RMU updates it in place, "
+                f"so it must sit in memory on a device: load the model with device='cuda' (or 'cpu'), or with a "
+                f"device_map that keeps the embeddings and layers 0..{last} on a device and offloads only later "
+                f"layers, e.g. {{'model.embed_tokens': 0, 'model.layers.0': 0, ..., 'model.layers.{last}': 0, "
+                f"'model.layers.{last + 1}': 'cpu', ...}} (docs/devices.md)"
+            )
+
     def _prepare_parameters(self) -> None:
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
+        # Frozen copies sit beside their tensors (same device and dtype): the frozen pass swaps them in.
         self.frozen = {p.hf_name: p.parameter.detach().clone() for p in self.trained}
         for p in self.trained:
             p.parameter.requires_grad_(True)
         cfg = self.config
         params = [p.parameter for p in self.trained]
-        if cfg.optimizer == "legacy_adamw":
-            self.optimizer = LegacyAdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+
+        def make_optimizer(tensors: list[torch.Tensor]) -> torch.optim.Optimizer:
+            if cfg.optimizer == "legacy_adamw":
+                return LegacyAdamW(tensors, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+            return torch.optim.AdamW(tensors, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+
+        master = DTYPES[cfg.master_weights] if cfg.master_weights else None
+        if master is not None and any(p.dtype != master for p in params):
+            self.optimizer = MasterWeights(params, make_optimizer, master)
         else:
-            self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=cfg.adam_eps, weight_decay=cfg.weight_decay)
+            self.optimizer = make_optimizer(params)
 
     def _positions(self, batch: TokenBatch) -> torch.Tensor | None:
         # The official forward passes no position ids, so positions are 0..T-1 on every row and

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from rmu_lens.devices import add_device_arguments, load_options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
@@ -15,6 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", help="write the measurement as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -23,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     from rmu_lens.testbed.testbed import load_testbed
 
     testbed = load_testbed(seed=args.seed, size=args.size, overlap=args.overlap, progress=not args.quiet)
-    measurement = measure(testbed, progress=not args.quiet)
+    measurement = measure(testbed, progress=not args.quiet, load_options=load_options(args))
     print(f"testbed: {testbed.model_dir}")
     print(format_measurement(measurement))
     if args.out:

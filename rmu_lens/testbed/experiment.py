@@ -34,8 +34,12 @@ def accuracy_groups(testbed: Testbed, result: EvalResult) -> dict[str, dict[str,
     return {name: {"acc": sum(values) / len(values), "n": len(values)} for name, values in groups.items()}
 
 
-def measure(testbed: Testbed, config: RMUConfig | None = None, *, progress: bool = True) -> dict[str, Any]:
+def measure(
+    testbed: Testbed, config: RMUConfig | None = None, *, progress: bool = True, load_options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Evaluate the testbed model, run RMU on it (``testbed_rmu_config()`` by default), evaluate again.
+
+    ``load_options`` (device, dtype, device_map ...) go to :func:`rmu_lens.load_model`.
 
     Returns base and after accuracies per group (see :func:`accuracy_groups`), each domain's role,
     the adjacent domain's drop in points, and RMU's steering coefficient and wall time.
@@ -45,7 +49,7 @@ def measure(testbed: Testbed, config: RMUConfig | None = None, *, progress: bool
 
     config = config or testbed_rmu_config()
     questions = testbed.questions()
-    bridge = testbed.bridge()
+    bridge = testbed.bridge(**(load_options or {}))
     base = evaluate(bridge, questions, mode="cloze", progress=progress)
     started = time.perf_counter()
     run = unlearn(bridge, forget=testbed.forget_corpus(), retain=testbed.retain_corpus(), config=config, progress=progress)
