@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from rmu_lens._io import atomic_directory
+from rmu_lens.errors import RMULensError
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -55,7 +56,7 @@ EMBEDDED_MODELS = {
 DEFAULT_MODEL = "smollm2-135m"
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(RMULensError, FileNotFoundError):
     """A model source could not be resolved to weights on this machine."""
 
 
