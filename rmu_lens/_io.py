@@ -60,10 +60,29 @@ def fsync_tree(path: str | os.PathLike) -> None:
         fsync_directory(root)
 
 
+def _ordinary_modes(directory: Path) -> None:
+    """Give every file in a staged tree an ordinary file's mode (libraries such as safetensors write 0o600)."""
+    file_mode = ordinary_file_mode()
+    for root, _, files in os.walk(directory):
+        for name in files:
+            os.chmod(os.path.join(root, name), file_mode)
+
+
 def replace_durably(source: str | os.PathLike, target: str | os.PathLike) -> None:
     """``os.replace`` then fsync the parent directory, so the rename survives a crash."""
     os.replace(source, target)
     fsync_directory(Path(target).parent)
+
+
+def ordinary_file_mode() -> int:
+    """The mode ``open()`` gives a new file: 0o666 minus the process umask."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:  # Linux: read without changing it
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _staging_path(path: Path) -> Path:
@@ -99,10 +118,26 @@ def atomic_save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor
     staging = _staging_path(path)
     try:
         save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(staging), metadata=metadata)
+        staging.chmod(ordinary_file_mode())  # safetensors creates its files private (0o600)
         fsync_file(staging)
         replace_durably(staging, path)
     finally:
         staging.unlink(missing_ok=True)
+    return path
+
+
+def check_output_file(path: str | os.PathLike, what: str = "out") -> Path:
+    """Refuse an output file path that is a directory or cannot be created, before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(21, f"{what}={path} is a directory: give a file path, e.g. {path / 'results.json'}", str(path))
+    base = path.absolute().parent
+    while not base.exists() and base != base.parent:
+        base = base.parent
+    if not base.is_dir():
+        raise NotADirectoryError(20, f"{what}={path}: {base} is a file, so {path} cannot be created", str(base))
+    if not os.access(base, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise PermissionError(13, f"{what}={path} cannot be written by this user; choose a writable path", str(path))
     return path
 
 
@@ -127,6 +162,7 @@ def atomic_directory(target: str | os.PathLike, keep_existing: Callable[[Path], 
     staging.mkdir()
     try:
         yield staging
+        _ordinary_modes(staging)
         fsync_tree(staging)
         if target.exists():
             if keep_existing is not None and keep_existing(target):
