@@ -368,8 +368,10 @@ def error_line(error: BaseException) -> str:
         where = f" writing {error.filename}" if error.filename else ""
         return f"disk full{where}: free some space (or choose another output directory) and run again"
     text = str(error) or type(error).__name__
-    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
-        text = f"{text}: {error.filename}"
+    if isinstance(error, OSError) and error.strerror:  # without the "[Errno N]" prefix
+        text = error.strerror
+        if error.filename and str(error.filename) not in text:
+            text = f"{text}: {error.filename}"
     return " ".join(text.split())
 
 
