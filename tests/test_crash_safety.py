@@ -327,3 +327,35 @@ def test_every_rmu_lens_error_shares_one_base_and_keeps_its_builtin_type():
                RunDirectoryError: ValueError, RunLockedError: RuntimeError}
     for error, base in builtin.items():
         assert issubclass(error, RMULensError) and issubclass(error, base), error
+
+
+def test_an_overwrite_killed_while_swapping_in_is_completed_on_the_next_open(make_tiny, tmp_path, monkeypatch):
+    import rmu_lens.rmu.rundir as rundir
+
+    class Killed(BaseException):
+        """Stands for SIGKILL: nothing after it runs (no clean-up)."""
+
+    out = tmp_path / "run"
+    forget, retain = data()
+    rl.unlearn(make_tiny(n_layers=4), forget, retain, small_config(max_batches=2), out=out, progress=False)
+    real_replace = os.replace
+
+    def replace(source, target):
+        if os.path.basename(source) == "model" and ".overwrite-" in str(source):
+            raise Killed  # the old run.json, control vectors and model are out, the new model not yet in
+        real_replace(source, target)
+
+    monkeypatch.setattr(rundir.os, "replace", replace)
+    monkeypatch.setattr(rundir.RunDirectory, "fail", lambda *args, **kwargs: None)
+    bridge = make_tiny(n_layers=4)
+    with pytest.raises(Killed):
+        rl.unlearn(bridge, forget, retain, small_config(max_batches=4), out=out, overwrite=True, progress=False)
+    assert not (out / "run.json").exists()
+    monkeypatch.undo()
+
+    with pytest.raises(RunExistsError, match="finished"):  # the swap is completed before the usual refusal
+        rl.unlearn(make_tiny(n_layers=4), forget, retain, small_config(max_batches=4), out=out, progress=False)
+    assert json.loads((out / "run.json").read_text())["steps_done"] == 4
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "control_vectors.safetensors", "model", "run.json"]
+    saved = rl.load_model(out / "model")
+    assert_same_weights(trained_weights(saved, small_config()), trained_weights(bridge, small_config()))

@@ -60,6 +60,10 @@ class RunExistsError(RMULensError, FileExistsError):
     """The output directory already holds a run and neither resume nor overwrite was asked for."""
 
 
+class NotARunError(RMULensError, FileNotFoundError):
+    """A path given as a run directory holds no run.json."""
+
+
 def is_run_entry(name: str) -> bool:
     """Whether ``name`` inside a run directory is one rmu_lens writes (a run file or a staging name)."""
     return name in RUN_ENTRIES or bool(_STAGING.match(name))
@@ -84,7 +88,7 @@ def read_run(path: str | Path) -> dict[str, Any]:
     """The run.json of a run directory."""
     file = Path(path) / "run.json"
     if not file.is_file():
-        raise FileNotFoundError(f"{path} is not an rmu_lens run directory (no run.json)")
+        raise NotARunError(f"{path} is not an rmu_lens run directory (no run.json)")
     try:
         return json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -92,6 +96,21 @@ def read_run(path: str | Path) -> dict[str, Any]:
             f"{file} is not readable JSON ({error}): the run record is damaged; pass overwrite=True (--overwrite) "
             f"to start the run again, or choose another output directory"
         ) from error
+
+
+def interrupted_swap(path: Path) -> Path | None:
+    """The finished staging run of an overwrite killed while swapping it in (``path`` has no run.json then)."""
+    if (path / "run.json").is_file() or not path.is_dir():
+        return None
+    for name in sorted(os.listdir(path)):
+        staged = path / name
+        if name.startswith(".overwrite-") and _STAGING.match(name) and (staged / "run.json").is_file():
+            try:
+                if read_run(staged).get("status") == "finished":
+                    return staged
+            except RunDirectoryError:
+                continue
+    return None
 
 
 def nearest_existing(path: Path) -> Path:
@@ -130,6 +149,8 @@ def check_run_output(path: str | Path, *, resume: bool, overwrite: bool) -> None
         if resume:
             raise RunDirectoryError(f"Nothing to resume: {path} does not exist")
         return
+    if interrupted_swap(path) is not None:
+        return  # a run mid-swap: opening completes the swap, then checks again
     has_run = (path / "run.json").is_file()
     # Without run.json only a lock and staging names can be rmu_lens's (run.json is written first);
     # a model/ or checkpoint/ there is someone else's.
@@ -235,13 +256,9 @@ class RunDirectory:
 
     def _recover(self) -> None:
         """Under the lock, clean what killed processes left: finish or undo a swap, drop staging names."""
-        names = os.listdir(self.path)
-        # An overwrite killed while swapping its finished run in: complete it.
-        for name in names:
-            staged = self.path / name
-            if name.startswith(".overwrite-") and _STAGING.match(name) and (staged / "run.json").is_file():
-                if not (self.path / "run.json").is_file() and read_run(staged).get("status") == "finished":
-                    self._swap_in(staged)
+        staged = interrupted_swap(self.path)
+        if staged is not None:  # an overwrite killed while swapping its finished run in: complete it
+            self._swap_in(staged)
         # A checkpoint swap killed between its two renames leaves only checkpoint.old: the last good one.
         checkpoint, old = self.path / "checkpoint", self.path / "checkpoint.old"
         if old.is_dir() and not checkpoint.exists():
