@@ -374,7 +374,7 @@ class RMUTrainer:
                 raise KeyboardInterrupt
             self.interrupted = True
             self.request_stop()
-            print(f"\nInterrupted: stopping after step {self.step + 1} and saving a checkpoint "
+            print(f"\nInterrupted: stopping after the current step ({self.step}) and saving a checkpoint "
                   f"(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
         return signal.signal(signal.SIGINT, on_interrupt)
