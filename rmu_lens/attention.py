@@ -11,12 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from rmu_lens.errors import RMULensError
+
 FULL = "full_attention"
 SLIDING = "sliding_attention"
 SUPPORTED_KINDS = (FULL, SLIDING)
 
 
-class UnsupportedAttentionError(NotImplementedError):
+class UnsupportedAttentionError(RMULensError, NotImplementedError):
     """A layer uses an attention kind rmu_lens does not compute exactly."""
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,7 +125,9 @@ def build_config(args: argparse.Namespace):
 
 def run_unlearn(args: argparse.Namespace) -> int:
     import rmu_lens as rl
+    from rmu_lens.rmu.rundir import check_run_output
 
+    check_run_output(args.out, resume=args.resume, overwrite=args.overwrite)  # before minutes of loading
     config = build_config(args)
     forget = [rl.load_corpus(s, text_field=args.text_field, min_chars=args.min_chars) for s in args.forget]
     names = [c.name for c in forget]
@@ -320,14 +324,94 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Exit codes of ``main``, one per kind of failure (docs/robustness.md).
+EXIT_INVALID = 2        # a bad setting or input file (also argparse's usage errors)
+EXIT_OUTPUT = 3         # an output path that cannot be used, or a run that is already there
+EXIT_NOT_FOUND = 4      # a file, folder or model that does not exist
+EXIT_PERMISSION = 5     # permission denied
+EXIT_DISK_FULL = 6      # no space left on the device (or over quota)
+EXIT_LOCKED = 7         # the run directory is in use by another live process
+EXIT_DIVERGED = 8       # training produced a NaN/inf loss
+EXIT_OS = 9             # any other operating-system error
+EXIT_UNSUPPORTED = 10   # a model, layer kind or device rmu_lens does not support
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
+
+
+def exit_code(error: BaseException) -> int | None:
+    """The exit code for an error ``main`` reports in one line, or None for an unexpected one (a bug)."""
+    from rmu_lens.errors import OutputPathError, RMULensError, RunLockedError
+    from rmu_lens.rmu.trainer import NonFiniteLossError
+
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, RunLockedError):
+        return EXIT_LOCKED
+    if isinstance(error, NonFiniteLossError):
+        return EXIT_DIVERGED
+    if isinstance(error, (OutputPathError, FileExistsError, IsADirectoryError, NotADirectoryError)):
+        return EXIT_OUTPUT
+    if isinstance(error, FileNotFoundError):
+        return EXIT_NOT_FOUND
+    if isinstance(error, PermissionError):
+        return EXIT_PERMISSION
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return EXIT_DISK_FULL
+    if isinstance(error, OSError):
+        return EXIT_OS
+    if isinstance(error, NotImplementedError):
+        return EXIT_UNSUPPORTED
+    if isinstance(error, (RMULensError, ValueError)):
+        return EXIT_INVALID
+    return None
+
+
+def error_line(error: BaseException) -> str:
+    """One line for the user: what failed, with the path for OS errors and a word on a full disk."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        where = f" writing {error.filename}" if error.filename else ""
+        return f"disk full{where}: free some space (or choose another output directory) and run again"
+    text = str(error) or type(error).__name__
+    if isinstance(error, OSError) and error.strerror:  # without the "[Errno N]" prefix
+        text = error.strerror
+        if error.filename and str(error.filename) not in text:
+            text = f"{text}: {error.filename}"
+    return " ".join(text.split())
+
+
+def resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str | None:
+    """For ``unlearn``: the command that resumes the run in --out, when it holds a resumable run."""
+    if getattr(args, "command", None) != "unlearn":
+        return None
+    try:
+        from rmu_lens.rmu.rundir import read_run
+
+        record = read_run(args.out)
+    except Exception:  # no run there, or an unreadable one: nothing to resume
+        return None
+    if record.get("status") in (None, "finished"):
+        return None
+    words = [w for w in argv if w not in ("--overwrite", "--resume")]
+    return (f"the run in {args.out} keeps its checkpoint at step {record.get('steps_done', 0)}; resume with: "
+            f"rmu-lens {shlex.join(words)} --resume")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every expected failure is one line on stderr and a distinct exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, FileExistsError, NotImplementedError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except (Exception, KeyboardInterrupt) as error:
+        code = exit_code(error)
+        if code is None:
+            raise
+        line = "interrupted" if code == EXIT_INTERRUPTED else f"error: {error_line(error)}"
+        print(line, file=sys.stderr)
+        hint = resume_hint(args, argv) if code in (EXIT_INTERRUPTED, EXIT_DISK_FULL, EXIT_PERMISSION, EXIT_OS) else None
+        if hint:
+            print(hint, file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

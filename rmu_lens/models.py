@@ -30,6 +30,7 @@ import torch
 
 from rmu_lens._io import atomic_directory
 from rmu_lens.devices import DEVICE_MAP_STRATEGIES
+from rmu_lens.errors import RMULensError
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -68,15 +69,15 @@ EMBEDDED_MODELS = {
 DEFAULT_MODEL = "smollm2-135m"
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(RMULensError, FileNotFoundError):
     """A model source could not be resolved to weights on this machine."""
 
 
-class ModelFileError(ValueError):
+class ModelFileError(RMULensError, ValueError):
     """A model's files exist but cannot be used (truncated, corrupted, pickle-only or missing weights)."""
 
 
-class PlacementError(ValueError):
+class PlacementError(RMULensError, ValueError):
     """Weights are not where an operation needs them (meta device, disk offload, wrong device)."""
 
 

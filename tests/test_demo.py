@@ -167,7 +167,7 @@ def test_smollm2_plan_is_the_main_job():
 
 def test_demo_command_refuses_a_non_empty_out_before_loading_anything(tmp_path, capsys):
     (tmp_path / "x").write_text("", encoding="utf-8")
-    assert main(["demo", "--out", str(tmp_path)]) == 2
+    assert main(["demo", "--out", str(tmp_path)]) == 3  # an output that cannot be used
     assert "--overwrite" in capsys.readouterr().err
     assert main(["demo", "--out", str(tmp_path / "new"), "--limit", "0"]) == 2
     assert "--limit 0" in capsys.readouterr().err

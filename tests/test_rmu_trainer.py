@@ -146,7 +146,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_weights(make_tiny, tm
         rl.unlearn(make_tiny(n_layers=4, seed=5), forget, retain, config, out=tmp_path / "run",
                    callbacks=[InterruptAt(3, error)], progress=False)
     state = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert state["status"] in ("interrupted", "running")
+    assert state["status"] in ("interrupted", "failed")
     resumed_model = make_tiny(n_layers=4, seed=5)
     resumed = rl.unlearn(resumed_model, forget, retain, config, out=tmp_path / "run", resume=True, progress=False)
     assert [h["step"] for h in resumed.history] == list(range(len(uninterrupted.history)))

@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rmu_lens.errors import RMULensError
+
 if TYPE_CHECKING:  # the audits import torch; this module stays light so the CLI starts fast
     from rmu_lens.audit.ablation import AblationResult
     from rmu_lens.audit.finetune import FinetuneConfig, FinetuneResult
@@ -31,7 +33,7 @@ HEADLINE_N = 10
 """The fine-tuning N quoted in the headline when it was run ("10-shot fine-tuning recovers Z%")."""
 
 
-class AuditFileError(ValueError):
+class AuditFileError(RMULensError, ValueError):
     """A file is not an rmu_lens audit: the message names the file and what is wrong."""
 
 

@@ -112,8 +112,9 @@ def run_audit(args: argparse.Namespace) -> int:
     from rmu_lens.audit.audit import audit
     from rmu_lens.audit.finetune import FinetuneConfig
     from rmu_lens.models import load_model
-    from rmu_lens.rmu.rundir import read_run
+    from rmu_lens.rmu.rundir import check_writable_directory, read_run
 
+    check_writable_directory(args.out, "--out")
     read_run(args.unlearned)  # a clear error before any model is loaded
     if not (args.unlearned / "model").is_dir():
         raise FileNotFoundError(f"{args.unlearned} has no model/ directory: the run did not finish; resume it first")
@@ -142,7 +143,9 @@ def run_layer_study(args: argparse.Namespace) -> int:
     from rmu_lens.audit.layer_study import layer_study
     from rmu_lens.models import load_model
     from rmu_lens.rmu.config import RMUConfig
+    from rmu_lens.rmu.rundir import check_writable_directory
 
+    check_writable_directory(args.out, "--out")  # before any model is loaded
     model_source, forget_questions, retain_questions, forget_corpus, retain_corpus, testbed = _load_data(args)
     model_source = args.model or model_source
     if model_source is None:

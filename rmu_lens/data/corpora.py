@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from rmu_lens.errors import RMULensError
+
 BUNDLED_PREFIX = "bundled:"
 BUNDLED = {
     "virology": "Introductory virology and microbiology (forget topic, stands in for WMDP bio).",
@@ -20,7 +22,7 @@ BUNDLED = {
 }
 
 
-class CorpusError(ValueError):
+class CorpusError(RMULensError, ValueError):
     """A corpus could not be read: the message names the file, the line and the fix."""
 
 

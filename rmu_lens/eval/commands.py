@@ -52,10 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from rmu_lens._io import check_output_file
     from rmu_lens.eval import evaluate, load_questions
     from rmu_lens.eval.evaluate import resolve_model_source
     from rmu_lens.models import load_model
 
+    check_output_file(args.out, "--out")  # before scoring, so the results are never lost
     questions = load_questions(args.data, format=args.format, subjects=args.subjects, limit=args.limit, config=args.config)
     model = load_model(resolve_model_source(args.model), **load_options(args))
     result = evaluate(model, questions, mode=args.mode, batch_size=args.batch_size, progress=not args.quiet)
@@ -69,8 +71,11 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    from rmu_lens._io import check_output_file
     from rmu_lens.eval import compare
 
+    if args.out:
+        check_output_file(args.out, "--out")
     comparison = compare(args.base, args.new, forget_subjects=args.forget_subjects, metric=args.metric)
     print(comparison.table())
     if args.out:

@@ -24,6 +24,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from rmu_lens.errors import RMULensError
+
 N_CHOICES = 4
 LETTERS = "ABCD"
 FORMATS = ("wmdp", "mmlu", "mmlu-csv")
@@ -35,7 +37,7 @@ WMDP_CONFIGS = tuple(WMDP_TOPICS)
 MMLU_SPLIT_SUFFIXES = ("_test", "_dev", "_val")
 
 
-class QuestionError(ValueError):
+class QuestionError(RMULensError, ValueError):
     """A question set could not be read: the message names the input, the row and the fix."""
 
 

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from rmu_lens.eval.stats import wilson_interval
+from rmu_lens.errors import RMULensError
 
 FORMAT = "rmu_lens.eval/1"
 RECORD_FIELDS = ("id", "task", "subject", "loglikelihoods", "prediction", "answer", "correct")
 
 
-class ResultFileError(ValueError):
+class ResultFileError(RMULensError, ValueError):
     """A results file is not an rmu_lens evaluation: the message names the file and what is wrong."""
 
 

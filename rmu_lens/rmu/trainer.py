@@ -1,6 +1,6 @@
 """The RMU trainer: one model in memory, only layers first..l computed, frozen copies of trained tensors.
 
-Each step (topic t = step mod n_topics, DESIGN §2):
+Each step (topic t = step mod n_topics; docs/rmu.md):
 
     forget  = MSE(h_l(forget batch), c_t·u_t)
     retain  = alpha_t · MSE(h_l(retain batch), h_l^frozen(retain batch))
@@ -17,6 +17,9 @@ row pads included, means over all positions).
 
 from __future__ import annotations
 
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +29,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from rmu_lens.errors import RMULensError
 from rmu_lens.models import DTYPES, PlacementError, hf_model_of, offloaded_modules, readable_name, tokenizer_of
 from rmu_lens.rmu.batches import Batcher, Source, TokenBatch, forget_sources, retain_sources, schedule, step_count
 from rmu_lens.rmu.config import RMUConfig
@@ -39,7 +43,7 @@ from rmu_lens.rmu.runner import BlockInputs, BlockRunner, block_output_index
 METRIC_TOKENS = "real tokens, the first real token of each row excluded (attention-sink outlier)"
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(RMULensError, FloatingPointError):
     """A loss became NaN or inf; the run directory keeps the last good checkpoint."""
 
 
@@ -53,7 +57,7 @@ def masked_mse(x: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None)
 
 
 def metric_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Real tokens except the first real token of each row, where activations are outliers (DESIGN §5)."""
+    """Real tokens except the first real token of each row, where activations are outliers (docs/rmu.md)."""
     first = (attention_mask.cumsum(-1) == 1) & attention_mask.bool()
     return attention_mask.bool() & ~first
 
@@ -161,6 +165,12 @@ class RMUTrainer:
         self.history: list[dict[str, Any]] = []
         self.step = 0
         self._stop_requested = False
+        self.calibrated = cfg.adaptive_beta is None
+        """Whether the steering coefficients are final (adaptive RMU calibrates them before the first step)."""
+        self._updating = False
+        """True from the optimizer step until the step counter and record agree with the new weights."""
+        self.interrupted = False
+        """Whether a Ctrl-C (SIGINT) asked training to stop."""
         self._retain_cache: tuple[tuple[int, int], BlockInputs, torch.Tensor, torch.Tensor] | None = None
         self._check_placement()
         self._prepare_parameters()
@@ -252,6 +262,7 @@ class RMUTrainer:
             with torch.no_grad():
                 frozen = self.runner.run(self._prefix(batch), self.frozen)
             self.steering_coeffs[topic] = beta * mean_token_norm(frozen, metric_mask(batch.attention_mask))
+        self.calibrated = True
         return self.steering_coeffs
 
     # -- the step -------------------------------------------------------------------------
@@ -266,8 +277,14 @@ class RMUTrainer:
         return inputs, frozen
 
     def train_step(self) -> dict[str, Any]:
-        """One RMU step; returns its history record."""
+        """One RMU step; returns its history record (adaptive RMU calibrates c before the first step).
+
+        The step counter moves with the weights: from ``optimizer.step()`` until the record is
+        complete and ``step`` counted, ``_updating`` is set, and no checkpoint is taken then.
+        """
         cfg = self.config
+        if not self.calibrated and self.step == 0:
+            self.calibrate_adaptive()
         started = time.perf_counter()
         topic_index, forget_index, retain_set, retain_index = schedule(self.step, self.forget, self.retain, cfg.batch_size)
         topic = self.topics[topic_index]
@@ -288,11 +305,12 @@ class RMUTrainer:
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"Step {self.step}: loss is {loss.item()} (forget {forget_loss.item()}, retain {retain_loss.item()}); "
-                f"lower lr or steering_coeff. The run directory keeps the last good checkpoint."
+                f"lower lr or steering_coeff and start again; a run directory keeps its last good checkpoint."
             )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         mask_untrained_experts(self.trained)
+        self._updating = True
         self.optimizer.step()
 
         record: dict[str, Any] = {
@@ -314,6 +332,7 @@ class RMUTrainer:
                 record["frozen_forget_norm"] = mean_token_norm(frozen_forget, forget_tokens)
         record["seconds"] = time.perf_counter() - started
         self.step += 1
+        self._updating = False
         return record
 
     # -- the loop -------------------------------------------------------------------------
@@ -323,25 +342,30 @@ class RMUTrainer:
         self._stop_requested = True
 
     def train(self, run_dir: RunDirectory | None = None, progress: bool = True) -> RMURun:
-        """Train to the end (or until a stop request), checkpointing into ``run_dir`` if given."""
+        """Train to the end (or until a stop request), checkpointing into ``run_dir`` if given.
+
+        Ctrl-C (SIGINT, when training runs in the main thread) is a stop request taken between
+        steps: the run is checkpointed as "interrupted" and KeyboardInterrupt is raised; a second
+        Ctrl-C interrupts at once, keeping the last consistent checkpoint. Any error leaves the
+        run directory resumable and marked failed (docs/robustness.md).
+        """
         cfg = self.config
-        if self.step == 0 and cfg.adaptive_beta is not None and not self.history:
+        if not self.calibrated and self.step == 0:
             self.calibrate_adaptive()
         for callback in self.callbacks:
             getattr(callback, "on_train_start", lambda trainer: None)(self)
         bar = tqdm(total=self.n_steps, initial=self.step, desc="RMU", unit="step", disable=not progress, dynamic_ncols=True)
         status = "finished"
+        self.interrupted = False
+        if run_dir is not None:
+            run_dir.acquire()
+        previous_handler = self._install_interrupt_handler()
         try:
             while self.step < self.n_steps:
                 if self._stop_requested:
                     status = "stopped"
                     break
-                try:
-                    record = self.train_step()
-                except NonFiniteLossError:
-                    if run_dir is not None:
-                        run_dir.mark(self, "failed")
-                    raise
+                record = self.train_step()
                 self.history.append(record)
                 bar.update(1)
                 bar.set_postfix(
@@ -352,20 +376,50 @@ class RMUTrainer:
                     callback.on_step(record)
                 if run_dir is not None and cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0 and self.step < self.n_steps:
                     run_dir.checkpoint(self)
-        except KeyboardInterrupt:
+            if self.interrupted and status == "stopped":
+                raise KeyboardInterrupt(f"interrupted after step {self.step}")
+            run = self.result(status, run_dir)
             if run_dir is not None:
-                run_dir.checkpoint(self, status="interrupted")
+                run_dir.finish(self, run)
+        except BaseException as error:
+            if run_dir is not None:
+                # Weights, optimizer state, step and history agree unless an update was cut short; a
+                # non-finite loss leaves weights no resume could use, so only the last checkpoint stays.
+                consistent = not self._updating and len(self.history) == self.step and not isinstance(error, NonFiniteLossError)
+                run_dir.fail(self, "interrupted" if isinstance(error, KeyboardInterrupt) else "failed", error, consistent=consistent)
             raise
         finally:
+            self._restore_interrupt_handler(previous_handler)
             bar.close()
-        for parameter in self.model.parameters():
-            parameter.requires_grad_(False)
-        run = self.result(status, run_dir)
-        if run_dir is not None:
-            run_dir.finish(self, run)
+            for p in self.trained:
+                p.parameter.grad = None  # the gradients of the last step would hold memory the size of the trained tensors
+            for parameter in self.model.parameters():
+                parameter.requires_grad_(False)
+            if run_dir is not None:
+                run_dir.close()
         for callback in self.callbacks:
             getattr(callback, "on_train_end", lambda run: None)(run)
         return run
+
+    def _install_interrupt_handler(self) -> Any:
+        """Make Ctrl-C a stop request (signal handlers can only be set from the main thread)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+
+        def on_interrupt(signum: int, frame: Any) -> None:
+            if self.interrupted:  # the second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            self.interrupted = True
+            self.request_stop()
+            print(f"\nInterrupted: stopping after the current step ({self.step}) and saving a checkpoint "
+                  f"(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+        return signal.signal(signal.SIGINT, on_interrupt)
+
+    @staticmethod
+    def _restore_interrupt_handler(previous: Any) -> None:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
 
     def result(self, status: str, run_dir: RunDirectory | None = None) -> RMURun:
         return RMURun(
