@@ -163,3 +163,79 @@ def test_an_oversized_csv_field_is_a_question_error(tmp_path):
     (tmp_path / "q.csv").write_text("x" * 200_000 + ",a,b,c,d,A\n", encoding="utf-8")
     with pytest.raises(QuestionError, match="q.csv: not a readable CSV file"):
         load_questions(tmp_path / "q.csv")
+
+
+# --- trainer inputs --------------------------------------------------------------------------
+
+
+def tiny_config(**overrides) -> RMUConfig:
+    settings = dict(layer=2, steering_coeff=8.0, alpha=5.0, lr=1e-3, batch_size=2, max_batches=4, max_length=24,
+                    retain_max_length=24, checkpoint_every=0)
+    return RMUConfig(**{**settings, **overrides})
+
+
+def tokenized(tokenizer, items: list[str], max_length: int = 24) -> list[dict]:
+    tokenizer.padding_side = "right"
+    return [dict(tokenizer(items[i:i + 2], return_tensors="pt", padding=True, truncation=True, max_length=max_length))
+            for i in range(0, len(items), 2)]
+
+
+def test_a_list_of_token_batches_is_one_forget_topic(make_tiny):
+    import rmu_lens as rl
+    from tests.helpers import texts
+
+    forget, retain = texts("bio", 8), texts("retain", 8)
+    text_run = rl.unlearn(make_tiny(n_layers=4, seed=3), forget, retain, tiny_config(), progress=False)
+    bridge = make_tiny(n_layers=4, seed=3)
+    tokenizer = rl.tokenizer_of(bridge)
+    token_run = rl.unlearn(bridge, tokenized(tokenizer, forget), tokenized(tokenizer, retain), tiny_config(), progress=False)
+    assert token_run.topics == ["forget"] == text_run.topics
+    assert [h["forget_loss"] for h in token_run.history] == pytest.approx([h["forget_loss"] for h in text_run.history], rel=1e-6)
+
+
+def test_a_text_batch_of_single_tokens_is_refused_naming_the_batch(make_tiny):
+    import rmu_lens as rl
+    from tests.helpers import texts
+
+    bridge = make_tiny(n_layers=4)
+    # Two-token limit keeps one measurable token per row; the texts below tokenize to one token each.
+    tokenizer = rl.tokenizer_of(bridge)
+    single = [t for t in ("a", "b", "c", "d", "e", "x", "y", "z") if len(tokenizer(t)["input_ids"]) == 1][:2]
+    assert len(single) == 2, "the tiny tokenizer should encode single letters as one token"
+    with pytest.raises(ValueError, match=r"'forget' batch 0 \(texts 0..1, max_length=24\) has no row of two or more tokens"):
+        rl.unlearn(bridge, single + texts("bio", 2), texts("retain", 4), tiny_config(adaptive_beta=2.0), progress=False)
+
+
+def test_a_pre_tokenized_batch_of_single_tokens_is_refused():
+    import torch
+
+    from rmu_lens.rmu.batches import as_source
+
+    with pytest.raises(ValueError, match=r"forget\[0\]: this pre-tokenized batch has no row of two or more tokens"):
+        as_source("forget", [{"input_ids": torch.tensor([[5], [7]]), "attention_mask": torch.tensor([[1], [1]])}])
+
+
+def test_control_vectors_as_one_row_per_topic_tensor(make_tiny):
+    import torch
+
+    import rmu_lens as rl
+    from tests.helpers import texts
+
+    bridge = make_tiny(n_layers=4)
+    d_model = bridge.cfg.d_model
+    rows = torch.randn(2, d_model, generator=torch.Generator().manual_seed(0))
+    forget = {"bio": texts("bio", 4), "cyber": texts("cyber", 4)}
+    run = rl.unlearn(bridge, forget, texts("retain", 4), tiny_config(max_batches=2), control_vectors=rows, progress=False)
+    for row, topic in zip(rows, ["bio", "cyber"]):
+        torch.testing.assert_close(run.control_vectors[topic], row / row.norm())
+
+
+def test_control_vectors_tensor_of_the_wrong_shape_is_one_clear_error():
+    import torch
+
+    from rmu_lens.rmu.control import check_control_vectors
+
+    with pytest.raises(ValueError, match=r"shape \(3, 16\); expected \(2, 16\): one row per forget topic \['bio', 'cyber'\]"):
+        check_control_vectors(torch.ones(3, 16), ["bio", "cyber"], 16)
+    with pytest.raises(ValueError, match=r"control_vectors\['bio'\] has shape \(8,\); expected \(16,\)"):
+        check_control_vectors(torch.ones(2, 8), ["bio", "cyber"], 16)
