@@ -239,3 +239,31 @@ def test_control_vectors_tensor_of_the_wrong_shape_is_one_clear_error():
         check_control_vectors(torch.ones(3, 16), ["bio", "cyber"], 16)
     with pytest.raises(ValueError, match=r"control_vectors\['bio'\] has shape \(8,\); expected \(16,\)"):
         check_control_vectors(torch.ones(2, 8), ["bio", "cyber"], 16)
+
+
+# --- analyze --data NAME=SOURCE:ROLE ---------------------------------------------------------
+
+
+def test_dataset_names_may_contain_equals_signs():
+    from rmu_lens.cli import parse_dataset
+
+    assert parse_dataset("lr=1e-3=bundled:virology:forget") == ("lr=1e-3", "bundled:virology", "forget")
+    assert parse_dataset("virology=bundled:virology:forget") == ("virology", "bundled:virology", "forget")
+
+
+def test_dataset_paths_may_contain_equals_signs(tmp_path):
+    from rmu_lens.cli import parse_dataset
+
+    folder = tmp_path / "lr=1e-3"
+    folder.mkdir()
+    (folder / "texts.jsonl").write_text('{"text": "a text"}\n', encoding="utf-8")
+    source = str(folder / "texts.jsonl")
+    assert parse_dataset(f"mine={source}:retain") == ("mine", source, "retain")
+    assert parse_dataset(f"a=b={source}:retain") == ("a=b", source, "retain")
+
+
+def test_dataset_without_a_name_is_refused():
+    from rmu_lens.cli import parse_dataset
+
+    with pytest.raises(ValueError, match="write NAME=SOURCE:ROLE"):
+        parse_dataset("bundled:virology:forget")
