@@ -277,12 +277,18 @@ def _add_analyze(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_dataset(text: str) -> tuple[str, str, str]:
-    """``NAME=SOURCE:ROLE`` -> (name, source, role); the role is after the last colon."""
+    """``NAME=SOURCE:ROLE`` -> (name, source, role); the role is after the last colon.
+
+    Names and paths may both contain ``=``: the split is at the ``=`` after which the source is a
+    bundled corpus or an existing file, else at the first ``=``.
+    """
     from rmu_lens.analysis.collapse import ROLES
 
-    name, equals, rest = text.partition("=")
-    source, colon, role = rest.rpartition(":")
-    if not equals or not colon or not name or not source or role not in ROLES:
+    rest, colon, role = text.rpartition(":")
+    splits = [(rest[:i], rest[i + 1:]) for i, char in enumerate(rest) if char == "="]
+    found = [(n, s) for n, s in splits if s.startswith("bundled:") or Path(s).expanduser().exists()]
+    name, source = (found or splits or [("", "")])[0]
+    if not colon or not name or not source or role not in ROLES:
         raise ValueError(f"--data {text!r}: write NAME=SOURCE:ROLE, e.g. virology=bundled:virology:forget; roles: {', '.join(ROLES)}")
     return name, source, role
 

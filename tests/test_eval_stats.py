@@ -53,7 +53,10 @@ def newcombe_paired_reference(a: int, b: int, c: int, d: int) -> tuple[float, fl
     l1, u1 = wilson_float64(a + b, n)
     l2, u2 = wilson_float64(a + c, n)
     e, f, g, h = a + b, c + d, a + c, b + d
-    phi = 0.0 if e * f * g * h == 0 else (a * d - b * c) / math.sqrt(e * f * g * h)
+    # the paper's phi: a positive ad - bc is reduced by n/2 (to no less than 0)
+    excess = a * d - b * c
+    excess = max(excess - n / 2, 0.0) if excess > 0 else excess
+    phi = 0.0 if e * f * g * h == 0 else excess / math.sqrt(e * f * g * h)
     theta = p1 - p2
     # at phi = 1 the radicands are squares that rounding can push a hair below 0
     delta = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))

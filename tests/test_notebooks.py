@@ -104,11 +104,11 @@ def test_quickstart_unlearns_evaluates_and_plots_the_signature(tmp_path, smollm2
 def test_testbed_walkthrough_measures_with_the_magics(tmp_path, testbed):
     notebook = execute("testbed_walkthrough.ipynb", tmp_path)
     text = text_of(notebook)
-    assert "the cell body is the testbed preset: True" in text
+    assert "the cell body is the testbed preset with 100 steps: True" in text
     record = json.loads((tmp_path / "runs" / "walkthrough" / "run.json").read_text())
     assert record["status"] == "finished" and record["topics"] == [testbed.forget_domain]
     progress = [w for w in widgets(notebook, "IntProgressModel") if w.get("description") == "steps"]
-    assert len(progress) == 1 and progress[0]["value"] == progress[0]["max"] == 400
+    assert len(progress) == 1 and progress[0]["value"] == progress[0]["max"] == 100
     groups = html_tables(notebook, ["group", "n", "before", "after", "change"])
     assert len(groups) == 1, "the accuracy-by-group table is missing"
     changes = {row[0]: (float(row[2]), float(row[3])) for row in groups[0] if row[0] in testbed.domains}

@@ -1,16 +1,19 @@
 """Text corpora for RMU: bundled sets, jsonl / txt / parquet files, and HF datasets when online.
 
 A corpus is a named list of texts in file order (the official code chunks texts into batches in
-file order, without shuffling); its sha256 goes into every run directory.
+file order, without shuffling); its sha256 goes into every run directory. docs/corpora.md describes
+each file format and what is refused or dropped.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from rmu_lens.errors import RMULensError
 
@@ -37,6 +40,14 @@ class Corpus:
     def __post_init__(self) -> None:
         if not self.texts:
             raise CorpusError(f"Corpus {self.name!r} from {self.source} is empty (after length filters)")
+        for index, text in enumerate(self.texts):
+            if not isinstance(text, str):
+                raise CorpusError(f"Corpus {self.name!r}: text {index} is {type(text).__name__} {text!r}, not a string")
+            if not text.strip():
+                raise CorpusError(
+                    f"Corpus {self.name!r}: text {index} is empty or whitespace only, so it has no tokens to "
+                    f"train on; remove it (load_corpus drops such texts from files)"
+                )
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -61,7 +72,31 @@ def bundled_path(name: str) -> Path:
     return Path(str(resources.files("rmu_lens.data") / "corpora" / f"{name}.jsonl"))
 
 
-def _read_jsonl(path: Path, field: str) -> list[str]:
+def _text_value(value: Any, where: str, field: str) -> str:
+    """A record's text, or a CorpusError: None or a non-string is a broken row, not the text "None"."""
+    if not isinstance(value, str):
+        raise CorpusError(
+            f"{where}: field {field!r} is {'null' if value is None else type(value).__name__ + ' ' + repr(value)[:40]}, "
+            f"not a string; fix or remove the row"
+        )
+    return value
+
+
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> CorpusError:
+    return CorpusError(
+        f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
+        f"re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT` for a Latin-1 file"
+    )
+
+
+def _read_jsonl(path: Path, field: str) -> list[tuple[str, str]]:
+    try:
+        return _read_jsonl_lines(path, field)
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from error
+
+
+def _read_jsonl_lines(path: Path, field: str) -> list[tuple[str, str]]:
     texts = []
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -77,21 +112,38 @@ def _read_jsonl(path: Path, field: str) -> list[str]:
                     f"{path}:{number}: no field {field!r} (found {keys}); pass the text field's name "
                     f"(--text-field / text_field=)"
                 )
-            texts.append(str(record[field]))
+            texts.append((f"{path}:{number}", _text_value(record[field], f"{path}:{number}", field)))
     return texts
 
 
-def _read_txt(path: Path) -> list[str]:
-    """Documents separated by blank lines."""
-    documents, current = [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
+def _read_txt(path: Path) -> list[tuple[str, str]]:
+    """Documents separated by blank lines; a file of several lines without one is refused.
+
+    Without a blank line the whole file would be one text, truncated to the first ``max_length``
+    tokens: almost never what was meant, so the error says how to split it.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from error
+    documents, current, first_line = [], [], 0
+    for number, line in enumerate(lines, start=1):
         if line.strip():
+            if not current:
+                first_line = number
             current.append(line.rstrip())
         elif current:
-            documents.append("\n".join(current))
+            documents.append((f"{path}:{first_line}", "\n".join(current)))
             current = []
     if current:
-        documents.append("\n".join(current))
+        documents.append((f"{path}:{first_line}", "\n".join(current)))
+    if len(documents) == 1 and len(documents[0][1].splitlines()) > 1:
+        raise CorpusError(
+            f"{path}: {len(documents[0][1].splitlines())} lines and no blank line between them, so the file "
+            f"would be one text. In a .txt corpus documents are separated by blank lines: add a blank line "
+            f"between documents (for one text per line, separate the lines with blank lines or write a .jsonl file "
+            f"with one {{\"text\": ...}} object per line)"
+        )
     return documents
 
 
@@ -103,10 +155,13 @@ def _read_parquet(path: Path, field: str) -> list[str]:
     table = pq.read_table(path)
     if field not in table.column_names:
         raise CorpusError(f"{path}: no column {field!r} (columns: {table.column_names}); pass text_field=")
-    return [str(x) for x in table.column(field).to_pylist()]
+    return [
+        (f"{path}: row {number}", _text_value(value, f"{path}: row {number}", field))
+        for number, value in enumerate(table.column(field).to_pylist(), start=1)
+    ]
 
 
-def _read_hf_dataset(spec: str, field: str) -> list[str]:
+def _read_hf_dataset(spec: str, field: str) -> list[tuple[str, str]]:
     """``NAME[:CONFIG[:SPLIT]]`` from the HF hub (split defaults to train)."""
     name, config, split = (spec.split(":") + [None, None])[:3]
     try:
@@ -122,7 +177,8 @@ def _read_hf_dataset(spec: str, field: str) -> list[str]:
         ) from error
     if field not in dataset.column_names:
         raise CorpusError(f"Dataset {spec!r} has no column {field!r} (columns: {dataset.column_names})")
-    return [str(x) for x in dataset[field]]
+    return [(f"{spec} row {number}", _text_value(value, f"{spec} row {number}", field))
+            for number, value in enumerate(dataset[field], start=1)]
 
 
 def load_corpus(
@@ -136,7 +192,8 @@ def load_corpus(
     """Load texts from ``bundled:NAME``, a .jsonl/.txt/.parquet file, or an HF dataset ``NAME[:CONFIG[:SPLIT]]``.
 
     Texts of ``min_chars`` characters or fewer are dropped (the official code keeps ``len > 50``);
-    texts longer than ``max_chars`` are dropped too.
+    texts longer than ``max_chars`` are dropped too. Empty and whitespace-only texts hold no tokens
+    to train on: they are dropped with a warning that counts them and names the first.
     """
     source = str(source)
     if source.startswith(BUNDLED_PREFIX):
@@ -160,10 +217,17 @@ def load_corpus(
         else:
             texts = _read_hf_dataset(source, text_field)
         name = name or path.stem
-    kept = [t for t in texts if len(t) > min_chars and (max_chars is None or len(t) <= max_chars)]
+    blank = [where for where, text in texts if not text.strip()]
+    if blank:
+        warnings.warn(
+            f"Corpus {source}: dropped {len(blank)} empty or whitespace-only text(s) (first at {blank[0]})",
+            stacklevel=2,
+        )
+    kept = [t for _, t in texts if t.strip() and len(t) > min_chars and (max_chars is None or len(t) <= max_chars)]
     if not kept:
         raise CorpusError(
-            f"Corpus {source} has no texts left ({len(texts)} read, min_chars={min_chars}, max_chars={max_chars})"
+            f"Corpus {source} has no texts left ({len(texts)} read, {len(blank)} of them blank, "
+            f"min_chars={min_chars}, max_chars={max_chars})"
         )
     return Corpus(name=name, texts=kept, source=source)
 

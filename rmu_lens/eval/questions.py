@@ -10,7 +10,9 @@ Accepted sources (``load_questions(source)``):
 * ``bundled:NAME`` for a set shipped in ``rmu_lens/data/questions/``;
 * an HF dataset name (``cais/wmdp`` with ``config="wmdp-bio"``, ``cais/mmlu``) when online.
 
-Every row is checked where it enters: errors name the file, the row and the fix.
+Every row is checked where it enters: errors name the file, the row and the fix. Files must be
+UTF-8; a row whose question and choices together exceed ``max_chars`` characters (default
+``MAX_QUESTION_CHARS``) is refused before anything tokenizes it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ QUESTION_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 WMDP_TOPICS = {"wmdp-bio": "biology", "wmdp-cyber": "cybersecurity", "wmdp-chem": "chemistry"}
 WMDP_CONFIGS = tuple(WMDP_TOPICS)
 MMLU_SPLIT_SUFFIXES = ("_test", "_dev", "_val")
+MAX_QUESTION_CHARS = 100_000
+"""Longest question + choices accepted (about 25k tokens, beyond the context of the models evaluated
+here; WMDP's longest rows are far shorter). Scoring a longer row costs minutes and gigabytes."""
 
 
 class QuestionError(RMULensError, ValueError):
@@ -109,7 +114,9 @@ def _parse_answer(value: Any, n_choices: int, where: str) -> int:
     return index
 
 
-def _check_record(record: Any, where: str) -> tuple[str, list[str], int, str | None, str | None]:
+def _check_record(
+    record: Any, where: str, max_chars: int | None = MAX_QUESTION_CHARS
+) -> tuple[str, list[str], int, str | None, str | None]:
     """(question, choices, answer, subject, id) of one row, or a QuestionError naming what is wrong."""
     if not isinstance(record, dict):
         raise QuestionError(f"{where}: expected an object with 'question', 'choices', 'answer', found {type(record).__name__}")
@@ -133,6 +140,12 @@ def _check_record(record: Any, where: str) -> tuple[str, list[str], int, str | N
     bad = [i for i, c in enumerate(choices) if not isinstance(c, str)]
     if bad:
         raise QuestionError(f"{where}: choice {bad[0]} is {choices[bad[0]]!r} ({type(choices[bad[0]]).__name__}); choices must be strings")
+    size = len(question) + sum(len(c) for c in choices)
+    if max_chars is not None and size > max_chars:
+        raise QuestionError(
+            f"{where}: question and choices are {size:,} characters, over the limit of {max_chars:,}; "
+            f"shorten the row, or pass max_chars= (load_questions) to raise the limit"
+        )
     answer = _parse_answer(record["answer"], len(choices), where)
     subject = record.get("subject")
     if subject is not None and not isinstance(subject, str):
@@ -141,12 +154,12 @@ def _check_record(record: Any, where: str) -> tuple[str, list[str], int, str | N
     return question, choices, answer, (subject or None), (None if row_id is None else str(row_id))
 
 
-def _build(rows: Iterable[tuple[str, Any]], task: str) -> list[Question]:
+def _build(rows: Iterable[tuple[str, Any]], task: str, max_chars: int | None = MAX_QUESTION_CHARS) -> list[Question]:
     """Questions from (where, record) pairs; ids default to ``task/subject/index``."""
     questions, seen = [], set()
     counters: dict[str | None, int] = {}
     for where, record in rows:
-        question, choices, answer, subject, row_id = _check_record(record, where)
+        question, choices, answer, subject, row_id = _check_record(record, where, max_chars)
         index = counters.get(subject, 0)
         counters[subject] = index + 1
         if row_id is None:
@@ -161,21 +174,33 @@ def _build(rows: Iterable[tuple[str, Any]], task: str) -> list[Question]:
 # --- readers ------------------------------------------------------------------------------
 
 
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> QuestionError:
+    return QuestionError(
+        f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
+        f"re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT` for a Latin-1 file"
+    )
+
+
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise QuestionError(f"{path}:{number}: not valid JSON ({error.msg}); each line must be one JSON object") from error
-            yield f"{path}:{number}", record
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise QuestionError(f"{path}:{number}: not valid JSON ({error.msg}); each line must be one JSON object") from error
+                yield f"{path}:{number}", record
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from error
 
 
 def _json_rows(path: Path) -> Iterator[tuple[str, Any]]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from error
     except json.JSONDecodeError as error:
         raise QuestionError(f"{path}: not valid JSON ({error.msg} at line {error.lineno}); for one object per line use .jsonl") from error
     if isinstance(data, dict):
@@ -207,23 +232,28 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def _csv_rows(path: Path, subject: str) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        number = 0
-        for row in reader:
-            if not row or not any(cell.strip() for cell in row):
-                continue
-            number += 1
-            where = f"{path}: row {number} (line {reader.line_num})"
-            if len(row) != 2 + N_CHOICES:
-                raise QuestionError(
-                    f"{where}: {len(row)} columns; MMLU CSV rows have {2 + N_CHOICES} without a header: "
-                    f"question, A, B, C, D, answer letter"
-                )
-            answer = row[-1].strip()
-            if answer.upper() not in LETTERS or len(answer) != 1:
-                raise QuestionError(f"{where}: answer column is {row[-1]!r}; MMLU CSV answers are letters A-D")
-            yield where, {"question": row[0], "choices": row[1:-1], "answer": answer, "subject": subject}
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.reader(handle)
+            number = 0
+            for row in reader:
+                if not row or not any(cell.strip() for cell in row):
+                    continue
+                number += 1
+                where = f"{path}: row {number} (line {reader.line_num})"
+                if len(row) != 2 + N_CHOICES:
+                    raise QuestionError(
+                        f"{where}: {len(row)} columns; MMLU CSV rows have {2 + N_CHOICES} without a header: "
+                        f"question, A, B, C, D, answer letter"
+                    )
+                answer = row[-1].strip()
+                if answer.upper() not in LETTERS or len(answer) != 1:
+                    raise QuestionError(f"{where}: answer column is {row[-1]!r}; MMLU CSV answers are letters A-D")
+                yield where, {"question": row[0], "choices": row[1:-1], "answer": answer, "subject": subject}
+    except UnicodeDecodeError as error:
+        raise _not_utf8(path, error) from error
+    except csv.Error as error:  # e.g. a field over csv's size limit, or a NUL byte
+        raise QuestionError(f"{path}: not a readable CSV file ({error}); MMLU CSV rows are question, A, B, C, D, answer letter") from error
 
 
 def csv_subject(path: Path) -> str:
@@ -267,12 +297,12 @@ def bundled_question_sets() -> list[str]:
 
 
 def _bundled_path(name: str) -> Path:
+    # Only names listed in the folder: a name like ../x must not reach files outside the package.
+    if name not in bundled_question_sets():
+        available = ", ".join(BUNDLED_PREFIX + n for n in bundled_question_sets()) or "none installed"
+        raise QuestionError(f"No bundled question set {name!r}; available: {available}")
     folder = bundled_question_dir()
-    for suffix in QUESTION_SUFFIXES:
-        if (folder / f"{name}{suffix}").is_file():
-            return folder / f"{name}{suffix}"
-    available = ", ".join(BUNDLED_PREFIX + n for n in bundled_question_sets()) or "none installed"
-    raise QuestionError(f"No bundled question set {name!r}; available: {available}")
+    return next(folder / f"{name}{suffix}" for suffix in QUESTION_SUFFIXES if (folder / f"{name}{suffix}").is_file())
 
 
 def _detect_format(path: Path) -> str:
@@ -321,6 +351,7 @@ def load_questions(
     config: str | None = None,
     *,
     task: str | None = None,
+    max_chars: int | None = MAX_QUESTION_CHARS,
 ) -> list[Question]:
     """Load a multiple-choice set as a list of :class:`Question`.
 
@@ -328,6 +359,7 @@ def load_questions(
     dataset name (``config`` picks e.g. ``wmdp-bio``). ``format``: ``wmdp`` | ``mmlu`` | ``mmlu-csv``
     (detected when None). ``subjects`` keeps those subjects (or tasks); ``limit`` keeps the first N
     questions of each subject, like lm-eval's per-task ``--limit``. ``task`` renames the set.
+    ``max_chars`` refuses a row whose question and choices are longer (None: no limit).
     """
     if format is not None and format not in FORMATS:
         raise QuestionError(f"format={format!r}; choose one of {list(FORMATS)} or None to detect it")
@@ -337,7 +369,7 @@ def load_questions(
     if text.startswith(BUNDLED_PREFIX):
         name = text[len(BUNDLED_PREFIX):]
         path = _bundled_path(name)
-        questions = _build(_file_rows(path, format or _detect_format(path)), task or name)
+        questions = _build(_file_rows(path, format or _detect_format(path)), task or name, max_chars)
     else:
         path = Path(text).expanduser()
         if path.is_dir():
@@ -346,16 +378,16 @@ def load_questions(
                 raise QuestionError(f"{path} is a directory; only format 'mmlu-csv' reads a folder of <subject>_test.csv files")
             files = _csv_directory_files(path)
             rows = (row for file in files for row in _csv_rows(file, csv_subject(file)))
-            questions = _build(rows, task or "mmlu")
+            questions = _build(rows, task or "mmlu", max_chars)
         elif path.is_file():
             fmt = format or _detect_format(path)
             default_task = "mmlu" if fmt in ("mmlu", "mmlu-csv") else path.stem
-            questions = _build(_file_rows(path, fmt), task or default_task)
+            questions = _build(_file_rows(path, fmt), task or default_task, max_chars)
         elif path.suffix.lower() in QUESTION_SUFFIXES or text.startswith((".", "/", "~")) or text.count("/") != 1:
             raise QuestionError(f"Question file not found: {path}")
         else:
             rows, hf_task = _hf_rows(text, config)
-            questions = _build(rows, task or hf_task)
+            questions = _build(rows, task or hf_task, max_chars)
         if format == "mmlu":
             unlabelled = [q.id for q in questions if not q.subject]
             if unlabelled:

@@ -4,8 +4,9 @@
 * Newcombe's interval for a difference of two proportions measured on the SAME questions
   (Newcombe 1998, "Improved confidence intervals for the difference between binomial proportions
   based on paired data", method 10): it combines the two Wilson intervals and corrects for the
-  correlation of the paired outcomes. With the correlation set to 0 it is Newcombe's hybrid score
-  interval for independent samples.
+  correlation of the paired outcomes, estimated as the paper defines it (a positive ``ad - bc`` is
+  reduced by n/2), so the interval keeps a width when no pair is discordant. With the correlation
+  set to 0 it is Newcombe's hybrid score interval for independent samples.
 """
 
 from __future__ import annotations
@@ -56,6 +57,24 @@ class PairedCounts:
         )
 
 
+def _paired_correlation(a: int, b: int, c: int, d: int) -> float:
+    """Newcombe's phi for method 10: the 2x2 correlation with ``ad - bc`` shrunk by n/2 when positive.
+
+    Without the shrinkage a table with no discordant pair (b = c = 0, a and d > 0) has phi = 1 and
+    the interval collapses to a single point however few questions there are.
+    """
+    n = a + b + c + d
+    marginals = (a + b) * (c + d) * (a + c) * (b + d)
+    if not marginals:
+        return 0.0
+    excess = a * d - b * c
+    if excess > n / 2:
+        excess -= n / 2
+    elif excess > 0:
+        excess = 0.0
+    return excess / math.sqrt(marginals)
+
+
 def paired_difference_interval(counts: PairedCounts, z: float = Z_95) -> tuple[float, float, float]:
     """(delta, low, high) for accuracy(new) - accuracy(base) on paired questions (Newcombe method 10)."""
     a, b, c, d, n = counts.both, counts.base_only, counts.new_only, counts.neither, counts.n
@@ -64,8 +83,7 @@ def paired_difference_interval(counts: PairedCounts, z: float = Z_95) -> tuple[f
     p_base, p_new = (a + b) / n, (a + c) / n
     low_base, high_base = wilson_interval(a + b, n, z)
     low_new, high_new = wilson_interval(a + c, n, z)
-    marginals = (a + b) * (c + d) * (a + c) * (b + d)
-    phi = (a * d - b * c) / math.sqrt(marginals) if marginals else 0.0
+    phi = _paired_correlation(a, b, c, d)
     delta = p_new - p_base
     below = math.sqrt(max(0.0, (p_new - low_new) ** 2 - 2 * phi * (p_new - low_new) * (high_base - p_base) + (high_base - p_base) ** 2))
     above = math.sqrt(max(0.0, (high_new - p_new) ** 2 - 2 * phi * (high_new - p_new) * (p_base - low_base) + (p_base - low_base) ** 2))

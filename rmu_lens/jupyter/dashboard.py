@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from rmu_lens.jupyter.display import figure_png, format_number, html_table, html_title, new_figure
+from rmu_lens.plots.text import plain
 
 if TYPE_CHECKING:
     from rmu_lens.rmu.config import RMUConfig
@@ -199,7 +200,7 @@ class TrainingDashboard:
         panels = history_series(history, self.topics)
         for axes, name in zip((loss_axes, norm_axes, cos_axes), PANELS):
             for label, (steps, values) in panels[name].items():
-                axes.plot(steps, values, label=label, color="grey" if label.startswith("retain") else None)
+                axes.plot(steps, values, label=plain(label), color="grey" if label.startswith("retain") else None)
         for topic in self.topics:
             if topic in self.steering_coeffs:
                 norm_axes.axhline(self.steering_coeffs[topic], linestyle=":", color="black", linewidth=0.8)

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shlex
+from html import escape
 from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import argument, argument_group, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import argument, argument_group, magic_arguments
 from IPython.display import display
 
 from rmu_lens.cli import BOOLEAN_FIELDS, CONFIG_FLAGS, CONFIG_TYPES
@@ -73,10 +75,13 @@ class RMULensMagics(Magics):
     # -- helpers ----------------------------------------------------------------------------------
 
     def _parse(self, magic: Any, line: str) -> Any:
+        # IPython's parse_argstring splits with shlex in non-POSIX mode, which keeps the quotes:
+        # `--out 'runs/x'` would name a folder "'runs/x'". POSIX splitting removes them as a shell does.
         try:
-            return parse_argstring(magic, line)
-        except ValueError as error:  # shlex errors (an unclosed quote) surface as ValueError
+            argv = shlex.split(line, posix=True)
+        except ValueError as error:  # an unclosed quote
             raise UsageError(f"could not parse the arguments: {error}") from error
+        return magic.parser.parse_args(argv)
 
     def _lookup(self, name: str) -> Any:
         """The notebook variable ``name`` (dots allowed: ``job.run``), or None when there is none."""
@@ -247,7 +252,7 @@ class RMULensMagics(Magics):
         except KeyboardInterrupt:
             if dashboard is not None:
                 saved = f"; checkpoint in {args.out} (resume with --resume)" if args.out else ""
-                dashboard.status.value = f"<b>interrupted</b> at step {trainer.step}{saved}"
+                dashboard.status.value = f"<b>interrupted</b> at step {trainer.step}{escape(saved)}"
             raise
         self._store(args.output, run)
         display(run)

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from rmu_lens.analysis.collapse import CollapseAnalysis
 from rmu_lens.analysis.damage import DamageAnalysis, OverlapSweep
 from rmu_lens.analysis.probes import ProbeAnalysis
+from rmu_lens.plots.text import plain
 
 ROLE_PALETTES = {
     "forget": ("#c0392b", "#8e44ad", "#e74c3c", "#6c3483"),
@@ -61,7 +62,7 @@ def _per_layer(ax: Any, collapse: CollapseAnalysis, metric: str, datasets: list[
         ax.plot(collapse.layers, collapse.metrics[name]["base"][metric], color=colors[name], linestyle="--", linewidth=1.2,
                 marker="o", markersize=3, markerfacecolor="none")
         ax.plot(collapse.layers, collapse.metrics[name]["unlearned"][metric], color=colors[name], linewidth=1.8,
-                marker="o", markersize=3, label=f"{name} ({role})")
+                marker="o", markersize=3, label=plain(f"{name} ({role})"))
     _mark_layer(ax, collapse.layer)
     _integer_layers(ax)
     ax.set_xlabel("layer (hook_resid_post)")
@@ -99,7 +100,7 @@ def plot_norms(result: Any, datasets: list[str] | None = None) -> Figure:
     figure = Figure(figsize=(8, 4.8), layout="constrained")
     ax = figure.add_subplot()
     _per_layer(ax, collapse, "mean_norm", datasets)
-    _mark_levels(ax, [(c, f"c = {c:.4g} ({topic})") for topic, c in collapse.steering_coeffs.items()])
+    _mark_levels(ax, [(c, f"c = {c:.4g} ({plain(topic)})") for topic, c in collapse.steering_coeffs.items()])
     values = [v for d in collapse.metrics.values() for m in d.values() for v in m["mean_norm"]] + list(collapse.steering_coeffs.values())
     if min(values) > 0 and max(values) / min(values) > 50:
         ax.set_yscale("log")
@@ -117,12 +118,12 @@ def plot_cos_u(result: Any, datasets: list[str] | None = None) -> Figure:
     _per_layer(left, collapse, "cos_u", datasets)
     _per_layer(right, collapse, "cos_u_perp", datasets)
     # A token exactly at c·u has cos(h, u⊥) = |u⊥| = sqrt(1 - cos(u, 1)²): the ceiling of this panel.
-    _mark_levels(right, [(d["u_perp_norm"], f"cos(u, u⊥) = {d['u_perp_norm']:.2f} ({topic})")
+    _mark_levels(right, [(d["u_perp_norm"], f"cos(u, u⊥) = {d['u_perp_norm']:.2f} ({plain(topic)})")
                          for topic, d in collapse.directions.items()])
     left.set_ylabel("mean cosine")
     left.set_title("cos(h, u)")
     right.set_title("cos(h, u⊥): u without its all-ones component")
-    cos_ones = ", ".join(f"{t}: {d['cos_u_ones']:.2f}" for t, d in collapse.directions.items())
+    cos_ones = ", ".join(f"{plain(t)}: {d['cos_u_ones']:.2f}" for t, d in collapse.directions.items())
     figure.suptitle(f"Alignment with the control vector (cos(u, all-ones) = {cos_ones})")
     _model_legend(right)
     return figure
@@ -158,10 +159,10 @@ def plot_pca(result: Any, max_points: int | None = None) -> Figure:
         for name, points in pca["points"].items():
             xy = np.asarray(points[model])[:max_points]
             ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.5, color=colors.get(name, "#7f8c8d"),
-                       label=f"{name} ({collapse.datasets[name]['role']})")
+                       label=plain(f"{name} ({collapse.datasets[name]['role']})"))
         for topic, target in pca["targets"].items():
             ax.scatter([target[0]], [target[1]], marker="*", s=260, color="black", edgecolor="white", zorder=5,
-                       label=f"c·u ({topic})")
+                       label=f"c·u ({plain(topic)})")
         ax.set_title(f"{model} model")
         ax.set_xlabel(f"PC 1 ({pca['explained_variance_ratio'][0]:.0%} of variance)")
         ax.grid(alpha=0.3)
@@ -195,8 +196,8 @@ def plot_probes(result: Any, task: str = "knowledge", group: str | None = None) 
     _integer_layers(ax)
     ax.set_xlabel("layer (hook_resid_post)")
     ax.set_ylabel("accuracy (out of fold)")
-    scope = f", {group} only (n = {probe.group_sizes.get(group)})" if group else f" (n = {probe.n}, 95% Wilson bands)"
-    ax.set_title(f"{probe.name} probe{scope}")
+    scope = f", {plain(group)} only (n = {probe.group_sizes.get(group)})" if group else f" (n = {probe.n}, 95% Wilson bands)"
+    ax.set_title(f"{plain(probe.name)} probe{scope}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best", framealpha=0.85)
     return figure
@@ -214,7 +215,7 @@ def plot_damage(result: Any) -> Figure:
     heat, bars = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 1.3]}, sharey=True)
     image = heat.imshow(grid, aspect="auto", cmap="magma_r", vmin=0, vmax=max(1e-6, float(grid.max())))
     heat.set_xticks(range(len(damage.layers)), [str(x) for x in damage.layers], fontsize=8)
-    heat.set_yticks(range(len(names)), [f"{n} ({r['role']})" for n, r in zip(names, rows)])
+    heat.set_yticks(range(len(names)), [plain(f"{n} ({r['role']})") for n, r in zip(names, rows)])
     if damage.layer in damage.layers:
         heat.axvline(damage.layers.index(damage.layer), color="#2e86c1", linewidth=1.5, linestyle="--")
     heat.set_xlabel(f"layer (dashed: l = {damage.layer})")

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from rmu_lens.eval.compare import Comparison
 from rmu_lens.eval.results import EvalResult
+from rmu_lens.plots.text import plain
 
 ROLE_ORDER = ("forget", "adjacent", "distant", "retain", "collateral", "other")
 ROLE_COLORS = {
@@ -85,7 +86,7 @@ def training_curves(run: Any, title: str | None = None) -> Figure:
     loss_axes, norm_axes, cos_axes = figure.subplots(1, 3)
 
     for topic in topics:
-        loss_axes.plot(*_series(history, "forget_loss", topic), color=colors[topic], label=f"forget: {topic}")
+        loss_axes.plot(*_series(history, "forget_loss", topic), color=colors[topic], label=f"forget: {plain(topic)}")
     loss_axes.plot(*_series(history, "retain_loss"), color=RETAIN_COLOR, label="retain (× alpha)")
     loss_axes.set_yscale("log")
     loss_axes.set_title("losses")
@@ -93,22 +94,22 @@ def training_curves(run: Any, title: str | None = None) -> Figure:
     coeffs = {}
     for topic in topics:
         steps, norms = _series(history, "forget_norm", topic)
-        norm_axes.plot(steps, norms, color=colors[topic], label=f"forget: {topic}")
+        norm_axes.plot(steps, norms, color=colors[topic], label=f"forget: {plain(topic)}")
         frozen_steps, frozen = _series(history, "frozen_forget_norm", topic)
         if frozen:
-            norm_axes.plot(frozen_steps, frozen, color=colors[topic], linestyle=":", linewidth=1, label=f"frozen model: {topic}")
+            norm_axes.plot(frozen_steps, frozen, color=colors[topic], linestyle=":", linewidth=1, label=f"frozen model: {plain(topic)}")
         coeffs[topic] = next((float(h["steering_coeff"]) for h in history if h["topic"] == topic and "steering_coeff" in h), None)
     norm_axes.plot(*_series(history, "retain_norm"), color=RETAIN_COLOR, label="retain")
     for topic, c in coeffs.items():
         if c is not None:
-            norm_axes.axhline(c, color=colors[topic], linestyle="--", linewidth=1, label=f"c = {c:.3g} ({topic})")
+            norm_axes.axhline(c, color=colors[topic], linestyle="--", linewidth=1, label=f"c = {c:.3g} ({plain(topic)})")
     norm_axes.set_title("mean token norm at layer l")
     norm_axes.set_ylim(bottom=0)
 
     for topic in topics:
         steps, cosines = _series(history, "forget_cos", topic)
         if cosines:
-            cos_axes.plot(steps, cosines, color=colors[topic], label=f"forget: {topic}")
+            cos_axes.plot(steps, cosines, color=colors[topic], label=f"forget: {plain(topic)}")
     cos_axes.plot(*_series(history, "retain_cos"), color=RETAIN_COLOR, label="retain")
     cos_axes.set_title("cos(updated, frozen) at layer l")
     cos_axes.set_ylim(min(-0.05, cos_axes.get_ylim()[0]), 1.05)
@@ -117,7 +118,7 @@ def training_curves(run: Any, title: str | None = None) -> Figure:
         axes.set_xlabel("step")
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7, loc="best")
-    figure.suptitle(title or f"RMU training: {len(history)} steps, topics {', '.join(topics)}")
+    figure.suptitle(title or f"RMU training: {len(history)} steps, topics {', '.join(map(plain, topics))}")
     return figure
 
 
@@ -190,7 +191,7 @@ def accuracy_bars(
         axes.axhline(chance, color="#555555", linestyle="--", linewidth=1, label=f"chance ({chance:.0%})")
     axes.set_xticks(range(len(subjects)))
     axes.set_xticklabels(
-        [f"{s}\n({roles[s]})" if s in roles else s for s in subjects],
+        [plain(f"{s}\n({roles[s]})" if s in roles else s) for s in subjects],
         rotation=0 if len(subjects) <= 8 else 45, ha="center" if len(subjects) <= 8 else "right", fontsize=8,
     )
     _label_roles(axes, subjects, roles)
@@ -236,7 +237,7 @@ def accuracy_change(
     axes.barh(range(len(subjects)), deltas, xerr=[below, above], color=colors, capsize=3, error_kw={"elinewidth": 1})
     axes.axvline(0, color="#000000", linewidth=0.8)
     axes.set_yticks(range(len(subjects)))
-    axes.set_yticklabels([f"{s} ({roles[s]})" if s in roles else s for s in subjects], fontsize=8)
+    axes.set_yticklabels([plain(f"{s} ({roles[s]})" if s in roles else s) for s in subjects], fontsize=8)
     _label_roles(axes, subjects, roles, vertical=True)
     lowest = min([d - b for d, b in zip(deltas, below)] + [-0.1])
     highest = max([d + a for d, a in zip(deltas, above)] + [0.1])

@@ -74,7 +74,19 @@ def _as_batch(item: Any, where: str) -> TokenBatch:
     mask = torch.ones_like(ids) if mask is None else torch.as_tensor(mask)
     if ids.ndim != 2 or ids.shape != mask.shape:
         raise ValueError(f"{where}: input_ids and attention_mask must both be [batch, seq] tensors of one shape")
-    return TokenBatch(ids.long(), mask.long())
+    batch = TokenBatch(ids.long(), mask.long())
+    check_measurable(batch, f"{where}: this pre-tokenized batch", "give rows of two or more real tokens")
+    return batch
+
+
+def check_measurable(batch: TokenBatch, what: str, fix: str) -> None:
+    """Raise unless some row has a real token after its first one.
+
+    The first real token of each row is left out of the metrics and of adaptive RMU's norm (its
+    activations are outliers), so a batch of one-token rows would give NaN for both.
+    """
+    if not bool((batch.attention_mask.sum(-1) >= 2).any()):
+        raise ValueError(f"{what} has no row of two or more tokens, so its norms and cosines are undefined; {fix}")
 
 
 def as_source(name: str, data: Any) -> Source:
@@ -98,6 +110,8 @@ def forget_sources(forget: Any) -> list[Source]:
         return [as_source(forget.name, forget)]
     if isinstance(forget, Sequence) and forget and all(isinstance(x, str) for x in forget):
         return [as_source("forget", forget)]
+    if isinstance(forget, Sequence) and forget and all(isinstance(x, Mapping) for x in forget):
+        return [as_source("forget", forget)]  # token batches of one topic (a topic's data is never a mapping)
     if isinstance(forget, Sequence) and forget and not isinstance(forget, str):
         sources = []
         for i, item in enumerate(forget):
@@ -146,7 +160,13 @@ class Batcher:
             encoded = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
         finally:
             self.tokenizer.padding_side, self.tokenizer.truncation_side, self.tokenizer.pad_token = previous
-        return TokenBatch(encoded["input_ids"], encoded["attention_mask"])
+        batch = TokenBatch(encoded["input_ids"], encoded["attention_mask"])
+        first = index * self.batch_size
+        check_measurable(
+            batch, f"{source.name!r} batch {index} (texts {first}..{first + len(texts) - 1}, max_length={max_length})",
+            "remove texts of one token or raise the max_length",
+        )
+        return batch
 
 
 def step_count(forget: list[Source], retain: list[Source], batch_size: int, max_batches: int, cycle: bool) -> int:

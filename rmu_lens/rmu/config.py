@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 OPTIMIZERS = ("legacy_adamw", "adamw")
 MASTER_WEIGHTS = (None, "float32")
+MIN_TOKENS = 2
+"""Smallest token limit: each row's first token is excluded from the metrics, so one more is needed."""
+
+
+def _is_finite_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass
@@ -75,8 +83,24 @@ class RMUConfig:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError naming the first setting that cannot work."""
+        """Raise ValueError naming every setting that cannot work.
+
+        Numbers must be finite (NaN or inf would train nothing and cannot be written to run.json);
+        token limits must leave at least one token after each row's first, because the first token
+        is left out of the metrics and of adaptive RMU's norm (docs/rmu.md).
+        """
         problems = []
+        numbers = ("layer", "lr", "batch_size", "max_batches", "retain_max_length", "adam_eps", "weight_decay",
+                   "checkpoint_every", "metrics_every", "seed", "adaptive_beta", "steering_coeff", "alpha", "max_length")
+        for name in numbers:
+            value = getattr(self, name)
+            values = value if isinstance(value, list) else [value]
+            if value is None and name == "adaptive_beta":
+                continue
+            if not values or not all(_is_finite_number(v) for v in values):
+                problems.append(f"{name}={value!r} must be a finite number")
+        if problems:  # the comparisons below need numbers
+            raise ValueError("Invalid RMUConfig: " + "; ".join(problems))
         if self.layer < 0:
             problems.append(f"layer={self.layer} must be >= 0")
         if not self.update_layers:
@@ -86,9 +110,11 @@ class RMUConfig:
                 f"update_layers={self.update_layers} must lie in 0..layer={self.layer}: parameters after "
                 f"layer l cannot change the activations RMU reads"
             )
-        for name in ("lr", "batch_size", "max_batches", "retain_max_length"):
+        for name in ("lr", "batch_size", "max_batches", "adam_eps"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name}={getattr(self, name)} must be > 0")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay={self.weight_decay} must be >= 0")
         if self.adaptive_beta is not None and self.adaptive_beta <= 0:
             problems.append(f"adaptive_beta={self.adaptive_beta} must be > 0")
         if self.optimizer not in OPTIMIZERS:
@@ -105,11 +131,17 @@ class RMUConfig:
             problems.append("reference=True trains in the model's dtype as the official code does: set master_weights=None")
         if self.checkpoint_every < 0 or self.metrics_every < 1:
             problems.append("checkpoint_every must be >= 0 and metrics_every >= 1")
-        for name in ("steering_coeff", "alpha", "max_length"):
+        for name in ("steering_coeff", "alpha"):
             values = getattr(self, name)
-            values = values if isinstance(values, list) else [values]
-            if not values or any(v <= 0 for v in values):
-                problems.append(f"{name}={getattr(self, name)} must be positive")
+            if any(v <= 0 for v in (values if isinstance(values, list) else [values])):
+                problems.append(f"{name}={values} must be positive")
+        for name in ("max_length", "retain_max_length"):
+            values = getattr(self, name)
+            if any(v < MIN_TOKENS for v in (values if isinstance(values, list) else [values])):
+                problems.append(
+                    f"{name}={values} leaves no token to measure: the first token of each text is left out "
+                    f"of the metrics and the adaptive norm; use {MIN_TOKENS} or more (the official code uses 512)"
+                )
         if problems:
             raise ValueError("Invalid RMUConfig: " + "; ".join(problems))
 

@@ -6,6 +6,9 @@ isotropic (cos(u, all-ones) ~ 0.87); analyses should report both directions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import torch
 
 
@@ -22,15 +25,34 @@ def draw_unit_vectors(topics: list[str], d_model: int, seed: int) -> dict[str, t
     return vectors
 
 
-def check_control_vectors(vectors: dict[str, torch.Tensor], topics: list[str], d_model: int) -> dict[str, torch.Tensor]:
-    """Validate user-supplied vectors (one per topic, shape (d_model,)) and normalise them to unit norm.
+def check_control_vectors(
+    vectors: Mapping[str, Any] | Sequence[Any] | torch.Tensor, topics: list[str], d_model: int
+) -> dict[str, torch.Tensor]:
+    """Validate user-supplied vectors and normalise them to unit norm, one per topic.
 
-    Their direction is kept; their scale is set by the steering coefficient.
+    Accepted: a mapping topic -> (d_model,) vector, a list with one vector per topic in topic
+    order, or one (n_topics, d_model) tensor or array whose rows follow the topic order. Their
+    direction is kept; their scale is set by the steering coefficient.
     """
+    if isinstance(vectors, torch.Tensor) or hasattr(vectors, "__array__"):
+        matrix = torch.as_tensor(vectors)
+        if matrix.ndim == 1 and len(topics) == 1:
+            matrix = matrix.unsqueeze(0)
+        if matrix.ndim != 2 or matrix.shape[0] != len(topics):
+            raise ValueError(
+                f"control_vectors is a tensor of shape {tuple(matrix.shape)}; expected ({len(topics)}, {d_model}): "
+                f"one row per forget topic {topics}, in that order (or pass a dict topic -> vector)"
+            )
+        vectors = list(matrix)
     if isinstance(vectors, (list, tuple)):
         if len(vectors) != len(topics):
             raise ValueError(f"control_vectors has {len(vectors)} vectors for {len(topics)} forget topics {topics}")
         vectors = dict(zip(topics, vectors))
+    if not isinstance(vectors, Mapping):
+        raise ValueError(
+            f"control_vectors is a {type(vectors).__name__}; give a dict topic -> vector, a list of vectors, "
+            f"or an (n_topics, d_model) tensor"
+        )
     missing = [t for t in topics if t not in vectors]
     if missing:
         raise ValueError(f"control_vectors lacks topics {missing}; give one vector per forget topic {topics}")
