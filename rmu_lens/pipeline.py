@@ -85,6 +85,8 @@ class DemoPlan:
     utility_prompts_per_role: int = 4
     """Question prompts per role (forget, adjacent, distant) that both models complete."""
     generation: GenerationConfig = field(default_factory=lambda: _generation_config())
+    judge: Any = None
+    """A rmu_lens.utility.judge.JudgeConfig to rate the generations MT-Bench style (off: None)."""
 
     def __post_init__(self) -> None:
         subjects = {q.group for q in self.questions}
@@ -393,6 +395,10 @@ def _utility_step(plan: DemoPlan, base_model: Any, unlearned_model: Any, out: Pa
                              f"{sum(map(len, prompts.values()))} prompts completed by both models")
     section = utility_section(base_model, unlearned_model, datasets, prompts, max_texts=plan.utility_max_texts,
                               generation=plan.generation, progress=progress)
+    if plan.judge is not None and section.generations is not None:
+        from rmu_lens.utility.judge import judge_generations
+
+        judge_generations(section.generations, plan.judge)
     section.save(out)
     return section
 
