@@ -32,8 +32,7 @@ def tiny_pair(seed: int = 0):
     return build_random_model("llama", n_layers=2, d_model=32, n_heads=2, seed=seed)
 
 
-@pytest.fixture(scope="module")
-def lm_eval_perplexity(tmp_path_factory):
+def run_lm_eval(folder: Path, model, tokenizer, max_length: int = MAX_LENGTH):
     """lm-eval's results and per-text samples for the local perplexity task, with the network off."""
     import datasets
     import huggingface_hub
@@ -41,22 +40,33 @@ def lm_eval_perplexity(tmp_path_factory):
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
-    folder = tmp_path_factory.mktemp("lm_eval_perplexity")
     config = yaml.safe_load((TASKS / "rmu_lens_perplexity.yaml").read_text())
     config["dataset_kwargs"] = {"data_files": {"test": str(TEXTS.resolve())}, "cache_dir": str(folder / "hf_datasets")}
     (folder / "rmu_lens_perplexity.yaml").write_text(yaml.safe_dump(config))
-    model, tokenizer = tiny_pair()
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("HF_DATASETS_OFFLINE", "1")
         patch.setenv("HF_HUB_OFFLINE", "1")
         patch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
         patch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=3, max_length=MAX_LENGTH)
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=3, max_length=max_length)
         output = lm_eval.simple_evaluate(
             model=lm, tasks=["rmu_lens_perplexity"], task_manager=TaskManager(include_path=str(folder)), log_samples=True,
         )
     samples = sorted(output["samples"]["rmu_lens_perplexity"], key=lambda s: s["doc_id"])
     return output["results"]["rmu_lens_perplexity"], samples
+
+
+@pytest.fixture(scope="module")
+def lm_eval_perplexity(tmp_path_factory):
+    return run_lm_eval(tmp_path_factory.mktemp("lm_eval_perplexity"), *tiny_pair())
+
+
+def assert_equal_to_lm_eval(ours, results, samples):
+    assert len(samples) == len(ours.loglikelihoods) == 6
+    for sample, loglikelihood in zip(samples, ours.loglikelihoods):
+        assert loglikelihood == pytest.approx(float(sample["filtered_resps"][0]), rel=1e-4)
+    for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
+        assert getattr(ours, metric) == pytest.approx(results[f"{metric},none"], rel=1e-4), metric
 
 
 def test_rolling_windows_equal_lm_evals_disjoint_windows():
@@ -88,13 +98,22 @@ def test_perplexity_equals_lm_evals_metrics_on_a_local_corpus(lm_eval_perplexity
     results, samples = lm_eval_perplexity
     model, tokenizer = tiny_pair()
     ours = perplexity(load_model(model, tokenizer=tokenizer), TEXTS, max_length=MAX_LENGTH, batch_size=4)
-    assert len(samples) == len(ours.loglikelihoods) == 6
     assert max(ours.n_tokens) > 2 * MAX_LENGTH  # several windows, a short last one
-    for sample, loglikelihood in zip(samples, ours.loglikelihoods):
-        theirs = float(sample["filtered_resps"][0])
-        assert loglikelihood == pytest.approx(theirs, rel=1e-4)
-    for metric in ("word_perplexity", "byte_perplexity", "bits_per_byte"):
-        assert getattr(ours, metric) == pytest.approx(results[f"{metric},none"], rel=1e-4), metric
+    assert_equal_to_lm_eval(ours, results, samples)
+
+
+@pytest.mark.integration
+def test_perplexity_equals_lm_eval_on_smollm2(smollm2_dir, smollm2, tmp_path):
+    """The embedded model's BPE tokenizer (no BOS added; prefix token from its BOS/EOS), windows of 32 tokens."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(smollm2_dir, dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    results, samples = run_lm_eval(tmp_path, model, tokenizer, max_length=32)
+    ours = perplexity(smollm2, TEXTS, max_length=32)
+    assert max(ours.n_tokens) > 64
+    assert_equal_to_lm_eval(ours, results, samples)
 
 
 def test_single_window_loglikelihood_equals_a_plain_forward_in_float64():
