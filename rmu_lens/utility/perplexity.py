@@ -263,16 +263,3 @@ def perplexity(
         meta={"model": model_name, "n_windows": len(windows), "lm_eval_output_type": "loglikelihood_rolling"},
     )
 
-
-def perplexity_by_domain(
-    base: Any, unlearned: Any, datasets: Mapping[str, tuple[Any, str]], *, max_texts: int | None = 8, **options: Any
-) -> dict[str, dict[str, Any]]:
-    """Per dataset (name -> (texts or Corpus, role)): its role and both models' perplexity results."""
-    rows = {}
-    for name, (texts, role) in datasets.items():
-        rows[name] = {
-            "role": role,
-            "base": perplexity(base, texts, max_texts=max_texts, **options),
-            "unlearned": perplexity(unlearned, texts, max_texts=max_texts, **options),
-        }
-    return rows
