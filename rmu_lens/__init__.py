@@ -33,6 +33,7 @@ _EXPORTS = {
     "load_questions": "rmu_lens.eval",
     "compare": "rmu_lens.eval",
     "EvalResult": "rmu_lens.eval",
+    "perplexity": "rmu_lens.utility.perplexity",
     "load_testbed": "rmu_lens.testbed",
     "testbed_rmu_config": "rmu_lens.testbed",
     "make_world": "rmu_lens.testbed",

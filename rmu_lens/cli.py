@@ -217,6 +217,7 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-batches", type=int, default=None, help="RMU steps [the profile's]")
     parser.add_argument("--max-texts", type=int, default=None, help="texts per analysis dataset [16; testbed 48]")
     parser.add_argument("--no-analysis", action="store_true", help="skip the representation analysis")
+    parser.add_argument("--no-utility", action="store_true", help="skip perplexity per dataset and the generations (utility section)")
     parser.add_argument(
         "--audit", action="store_true",
         help="also run the recovery audits (direction ablation, few-shot fine-tuning, probes): the report's robustness section",
@@ -243,6 +244,7 @@ def run_demo(args: argparse.Namespace) -> int:
     else:
         plan = smollm2_plan(**({"question_limit": args.limit} if args.limit else {}), max_batches=args.max_batches,
                             load_options=load_options(args), **sizes)
+    plan.utility = not args.no_utility
     run_pipeline(plan, args.out, overwrite=args.overwrite, progress=not args.no_progress, analysis=not args.no_analysis,
                  audit=args.audit, log=print)
     return 0

@@ -12,6 +12,7 @@ config, the analysis datasets and sizes); :func:`run_pipeline` runs it and write
       eval_unlearned.json   EvalResult of the unlearned model
       comparison.json       per-subject change, paired by question
       analysis/             Analysis.save (norms, cosines, probes, damage)
+      utility/              perplexity.json (per dataset, both models), generations.json (per role)
       figures/*.png         every figure of the report
       report.html           the self-contained report
       summary.json          headline numbers, roles, step timings, settings
@@ -34,6 +35,14 @@ if TYPE_CHECKING:
     from rmu_lens.data.corpora import Corpus
     from rmu_lens.eval import Question
     from rmu_lens.rmu.config import RMUConfig
+    from rmu_lens.utility.generation import GenerationConfig
+
+
+def _generation_config() -> GenerationConfig:
+    from rmu_lens.utility.generation import GenerationConfig
+
+    # One batch for the demo's 12 prompts: cached decoding costs about the same per step for 8 or 16 rows.
+    return GenerationConfig(max_new_tokens=24, min_new_tokens=8, batch_size=16)
 
 SUMMARY_FORMAT = "rmu_lens.demo/1"
 N_STEPS = 6
@@ -70,6 +79,15 @@ class DemoPlan:
     """Also probe the answers of the questions from the activations (the knowledge probe; one more pass per model)."""
     eval_batch_size: int = 16
     mode: str = "cloze"
+    utility: bool = True
+    """Also measure perplexity per analysis dataset and generations per role (the report's utility section)."""
+    utility_max_texts: int = 3
+    """Texts per dataset for perplexity (both models score the same texts)."""
+    utility_prompts_per_role: int = 4
+    """Question prompts per role (forget, adjacent, distant) that both models complete."""
+    generation: GenerationConfig = field(default_factory=lambda: _generation_config())
+    judge: Any = None
+    """A rmu_lens.utility.judge.JudgeConfig to rate the generations MT-Bench style (off: None)."""
 
     def __post_init__(self) -> None:
         subjects = {q.group for q in self.questions}
@@ -103,6 +121,8 @@ class DemoPlan:
                 "knowledge_probe": self.analysis_questions,
                 "subjects": self.analysis_subjects,
             },
+            "utility": {"max_texts": self.utility_max_texts, "prompts_per_role": self.utility_prompts_per_role,
+                        "generation": self.generation.to_dict()} if self.utility else None,
         }
 
 
@@ -243,6 +263,12 @@ class _Steps:
         self._name, self._started = name, time.perf_counter()
         self.log(f"[{self._index}/{self.total}] {header}")
 
+    def substep(self, name: str, header: str) -> None:
+        """A timed part of the current step, logged indented and not numbered."""
+        self.stop()
+        self._name, self._started = name, time.perf_counter()
+        self.log(f"      {header}")
+
     def stop(self) -> None:
         if self._name is not None:
             self.seconds[self._name] = round(time.perf_counter() - self._started, 1)
@@ -319,6 +345,10 @@ def run_pipeline(
         else:
             steps.start("analysis", "representation analysis skipped")
 
+        utility = None
+        if plan.utility:
+            utility = _utility_step(plan, base_model, unlearned_model, staging / "utility", steps, progress)
+
         robustness = None
         if audit:
             options = dict(audit) if isinstance(audit, Mapping) else {}
@@ -328,7 +358,7 @@ def run_pipeline(
         report = build_report(
             title=f"RMU on {plan.name}", base_eval=base_eval, unlearned_eval=new_eval,
             subject_roles=plan.subject_roles, run=run, comparison=comparison, analysis=result_analysis,
-            robustness=robustness,
+            robustness=robustness, utility=utility,
             meta={
                 "model": plan.name,
                 "forget": ", ".join(c.name for c in plan.forget),
@@ -348,17 +378,37 @@ def run_pipeline(
             "headline": report.headline.to_dict(),
             "run_status": run.status,
             "steering_coeffs": run.steering_coeffs,
+            "utility": utility.summary() if utility is not None else None,
             "figures": [f"figures/{f.name}.png" for f in report.all_figures()],
             "seconds": {**steps.seconds, "total": round(time.perf_counter() - started, 1)},
             "files": {
                 "run": "run", "eval_base": "eval_base.json", "eval_unlearned": "eval_unlearned.json",
                 "comparison": "comparison.json", "analysis": "analysis" if result_analysis is not None else None,
-                "audit": "audit" if audit else None, "figures": "figures", "report": "report.html",
+                "audit": "audit" if audit else None, "utility": "utility" if utility is not None else None,
+                "figures": "figures", "report": "report.html",
             },
         }
         atomic_write_json(staging / "summary.json", summary)
     log(format_summary(summary, out))
     return DemoResult(out=out, summary=summary)
+
+
+def _utility_step(plan: DemoPlan, base_model: Any, unlearned_model: Any, out: Path, steps: _Steps, progress: bool) -> Any:
+    """Perplexity of both models on the analysis datasets and their completions of question prompts per role."""
+    from rmu_lens.utility.section import question_prompts, utility_section
+
+    datasets = plan.analysis_datasets or {c.name: (c, "forget") for c in plan.forget} | {"retain": (plan.retain, "retain")}
+    prompts = question_prompts(plan.questions, plan.subject_roles, plan.utility_prompts_per_role)
+    steps.substep("utility", f"utility: perplexity on {len(datasets)} datasets ({plan.utility_max_texts} texts each), "
+                             f"{sum(map(len, prompts.values()))} prompts completed by both models")
+    section = utility_section(base_model, unlearned_model, datasets, prompts, max_texts=plan.utility_max_texts,
+                              generation=plan.generation, progress=progress)
+    if plan.judge is not None and section.generations is not None:
+        from rmu_lens.utility.judge import judge_generations
+
+        judge_generations(section.generations, plan.judge)
+    section.save(out)
+    return section
 
 
 def _audit_step(
@@ -524,6 +574,31 @@ def run_analysis(
     return DemoResult(out=out, summary=summary)
 
 
+def _utility_lines(utility: Mapping[str, Any] | None) -> list[str]:
+    """Bits per byte per dataset before -> after, and the base model's loss on each model's text per role."""
+    from rmu_lens.eval.results import format_table
+
+    if not utility:
+        return []
+    lines = []
+    if utility.get("perplexity"):
+        rows = [[name, row["role"], str(row["n_texts"]), f"{row['base']['bits_per_byte']:.3f}", f"{row['unlearned']['bits_per_byte']:.3f}",
+                 f"{row['base']['word_perplexity']:.4g}", f"{row['unlearned']['word_perplexity']:.4g}"]
+                for name, row in utility["perplexity"].items()]
+        lines += ["", "perplexity (lm-eval rolling windows)",
+                  format_table(["dataset", "role", "texts", "bits/byte before", "after", "word ppl before", "after"], rows)]
+    if utility.get("generations"):
+        rows = []
+        for role, measures in utility["generations"].items():
+            loss, repeats = measures["base_loss"], measures["repeated_ngram_rate"]
+            rows.append([role, str(loss["unlearned"]["n"]), f"{loss['base']['mean']:.3f}", f"{loss['unlearned']['mean']:.3f}",
+                         f"[{loss['unlearned']['low']:.3f}, {loss['unlearned']['high']:.3f}]",
+                         f"{repeats['base']['mean']:.3f}", f"{repeats['unlearned']['mean']:.3f}"])
+        lines += ["", "generations: base-model loss (nats/token) and repeated n-gram rate of each model's greedy text",
+                  format_table(["prompts", "n", "loss base", "loss unlearned", "95% CI", "repeats base", "repeats unlearned"], rows)]
+    return lines
+
+
 def format_summary(summary: Mapping[str, Any], out: str | os.PathLike | None = None) -> str:
     """The demo's final printout: accuracy per role before → after, the layer-l signature, timings."""
     from rmu_lens.eval.results import format_table
@@ -556,6 +631,7 @@ def format_summary(summary: Mapping[str, Any], out: str | os.PathLike | None = N
             for name, row in datasets.items()
         ]
         lines.append(format_table(["dataset", "role", "norm base", "norm after", "c", "cos(after, base)"], rows))
+    lines += _utility_lines(summary.get("utility"))
     seconds = summary["seconds"]
     lines.append("")
     lines.append("time: " + ", ".join(f"{name} {value:.0f} s" for name, value in seconds.items()))

@@ -3,6 +3,7 @@
     rmu-lens eval --model smollm2-135m --data wmdp-bio.jsonl --mode letter --out base.json
     rmu-lens eval --model runs/bio/ --data wmdp-bio.jsonl --mode letter --out rmu.json
     rmu-lens compare base.json rmu.json --forget-subjects wmdp-bio
+    rmu-lens eval --model runs/bio/ --metric perplexity --data bundled:retain --out ppl.json
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_device_arguments(evaluate_parser)
     evaluate_parser.add_argument("--out", required=True, help="results JSON to write")
     evaluate_parser.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    evaluate_parser.add_argument(
+        "--metric", choices=("accuracy", "perplexity"), default="accuracy",
+        help="accuracy: multiple-choice questions (default); perplexity: lm-eval's rolling-window word/byte perplexity "
+        "and bits per byte of the texts in --data (a corpus: .jsonl/.txt/.parquet or bundled:NAME; --limit: first N texts)",
+    )
+    evaluate_parser.add_argument("--text-field", default="text", help="perplexity: the text field of a .jsonl/.parquet corpus")
+    evaluate_parser.add_argument("--max-length", type=int, default=None, help="perplexity: window length [the model's maximum length]")
     evaluate_parser.set_defaults(func=run_eval)
 
     compare_parser = subparsers.add_parser(
@@ -58,6 +66,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from rmu_lens.models import load_model
 
     check_output_file(args.out, "--out")  # before scoring, so the results are never lost
+    if args.metric == "perplexity":
+        return run_perplexity(args)
     questions = load_questions(args.data, format=args.format, subjects=args.subjects, limit=args.limit, config=args.config)
     model = load_model(resolve_model_source(args.model), **load_options(args))
     result = evaluate(model, questions, mode=args.mode, batch_size=args.batch_size, progress=not args.quiet)
@@ -66,6 +76,32 @@ def run_eval(args: argparse.Namespace) -> int:
     path = result.save(args.out)
     if not args.quiet:
         print(result.table())
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def run_perplexity(args: argparse.Namespace) -> int:
+    """`rmu-lens eval --metric perplexity`: lm-eval's loglikelihood_rolling metrics of a corpus."""
+    from rmu_lens.data.corpora import load_corpus
+    from rmu_lens.eval.evaluate import resolve_model_source
+    from rmu_lens.eval.results import format_table
+    from rmu_lens.models import load_model
+    from rmu_lens.utility.perplexity import METRICS, perplexity
+
+    for name in ("limit", "max_length"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name.replace('_', '-')} {value}: give a positive number")
+    corpus = load_corpus(args.data, text_field=args.text_field)
+    model = load_model(resolve_model_source(args.model), **load_options(args))
+    result = perplexity(model, corpus, max_length=args.max_length, max_texts=args.limit,
+                        batch_size=args.batch_size, progress=not args.quiet)
+    result.meta["model"] = args.model
+    result.meta["data"] = args.data
+    path = result.save(args.out)
+    if not args.quiet:
+        print(format_table(["texts", "tokens", *METRICS],
+                           [[str(len(result.loglikelihoods)), str(sum(result.n_tokens)), *(f"{v:.4f}" for v in result.metrics().values())]]))
         print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -5,6 +5,7 @@
 | magics.py     | %rmu_unlearn / %%rmu_unlearn, %rmu_eval, %rmu_compare, %rmu_analyze           |
 | dashboard.py  | TrainingDashboard (a trainer callback), TrainingJob, start_training (thread)  |
 | explorers.py  | LayerExplorer, ProbeExplorer, DamageExplorer over analysis results            |
+| generations.py| GenerationsExplorer: base vs unlearned completions per role, gibberish, perplexity |
 | display.py    | Figure → PNG, escaped HTML tables shared by widgets and ``_repr_html_``       |
 
     %load_ext rmu_lens ─▶ magics ─▶ rmu_lens.unlearn / evaluate / compare / analysis ─▶ user variables
@@ -27,6 +28,7 @@ _EXPORTS = {
     "LayerExplorer": "rmu_lens.jupyter.explorers",
     "ProbeExplorer": "rmu_lens.jupyter.explorers",
     "DamageExplorer": "rmu_lens.jupyter.explorers",
+    "GenerationsExplorer": "rmu_lens.jupyter.generations",
     "RMULensMagics": "rmu_lens.jupyter.magics",
 }
 __all__ = sorted(_EXPORTS) + ["load_ipython_extension", "unload_ipython_extension"]

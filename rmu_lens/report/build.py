@@ -63,6 +63,8 @@ class Report:
     details: dict[str, str] = field(default_factory=dict)
     """Preformatted text blocks shown at the end (per-subject table, RMU settings)."""
     robustness: RobustnessSection | None = None
+    utility: Any = None
+    """A rmu_lens.utility.UtilitySection: perplexity per dataset, generations side by side."""
 
     def html(self) -> str:
         """The report as one self-contained HTML document."""
@@ -172,9 +174,11 @@ def build_report(
     robustness: RobustnessSection | Mapping[str, Any] | None = None,
     meta: Mapping[str, str] | None = None,
     metric: str = "acc",
+    utility: Any = None,
 ) -> Report:
     """A Report from whatever results exist: evaluations (with subject roles), an RMU run (its history),
-    a Comparison, an Analysis, a robustness section. Missing pieces are left out, not faked.
+    a Comparison, an Analysis, a robustness section, a utility section (rmu_lens.utility.utility_section).
+    Missing pieces are left out, not faked.
 
     ``run``: an RMURun, a run directory or a run.json dict (its history gives the training figure and
     the layer-l signature).
@@ -200,5 +204,6 @@ def build_report(
         details["Per-subject change (paired by question)"] = comparison.table()
     if robustness is not None and not isinstance(robustness, RobustnessSection):
         robustness = RobustnessSection.from_dict(robustness)
-    return Report(title=title, headline=headline, figures=figures, meta=dict(meta or {}), details=details, robustness=robustness)
+    return Report(title=title, headline=headline, figures=figures, meta=dict(meta or {}), details=details, robustness=robustness,
+                  utility=utility)
 

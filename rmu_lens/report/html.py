@@ -186,6 +186,10 @@ def render_html(report: Any) -> str:
         )
         parts += ["<h2>Robustness</h2>", f'<ul class="robustness">{items}</ul>']
         parts += [_figure(f) for f in report.robustness.figures]
+    if getattr(report, "utility", None) is not None:
+        from rmu_lens.report.utility import utility_html
+
+        parts.append(utility_html(report.utility))
     if report.figures:
         parts.append("<h2>Figures</h2>")
         parts += [_figure(f) for f in report.figures]
