@@ -63,7 +63,7 @@ def widgets(notebook: nbformat.NotebookNode, model_name: str) -> list[dict]:
 def test_committed_notebooks_carry_no_outputs_or_machine_paths():
     names = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
     assert names == ["adjacent_damage.ipynb", "collapse_analysis.ipynb", "probes.ipynb", "quickstart.ipynb",
-                     "testbed_walkthrough.ipynb"]
+                     "testbed_walkthrough.ipynb", "utility.ipynb"]
     for path in NOTEBOOKS.glob("*.ipynb"):
         notebook = nbformat.read(path, as_version=4)
         nbformat.validate(notebook)
