@@ -38,14 +38,14 @@ def files(tmp_path_factory):
     paths = {
         "base": str(base_dir),
         "forget_q": write_jsonl(root / "forget_q.jsonl", question_rows(8, "bio")),
-        "retain_q": write_jsonl(root / "retain_q.jsonl", question_rows(6, "geo", offset=3)),
+        "retain_q": write_jsonl(root / "retain_q.jsonl", question_rows(16, "geo", offset=3)),
         "forget_c": write_jsonl(root / "forget_c.jsonl", [{"text": t} for t in texts("bio", 8, min_words=12)]),
         "retain_c": write_jsonl(root / "retain_c.jsonl", [{"text": t} for t in texts("retain", 8, min_words=12)]),
     }
     run_dir = root / "run"
     code = main(["unlearn", "--model", paths["base"], "--forget", paths["forget_c"], "--retain", paths["retain_c"],
                  "--out", str(run_dir), "--layer", "2", "--update-layers", "1,2", "--steering-coeff", "30",
-                 "--alpha", "1", "--lr", "5e-2", "--batch-size", "2", "--max-batches", "4", "--no-progress"])
+                 "--alpha", "0.01", "--lr", "2e-1", "--batch-size", "2", "--max-batches", "4", "--no-progress"])
     assert code == 0
     paths["run"] = str(run_dir)
     return paths
@@ -66,9 +66,12 @@ def test_audit_on_a_local_model_writes_the_baseline_evaluate_measures(files, tmp
         "base_retain_acc": evaluate(base, retain, progress=False).accuracy,
         "unlearned_retain_acc": evaluate(unlearned, retain, progress=False).accuracy,
     }
+    # A strong run with almost no retain weight: both question sets change, so swapped models would show.
+    assert expected["base_forget_acc"] != expected["unlearned_forget_acc"]
+    assert expected["base_retain_acc"] != expected["unlearned_retain_acc"]
     for key, value in expected.items():
         assert saved["baseline"][key] == pytest.approx(value, abs=1e-12), key
-    assert saved["baseline"]["n_forget"] == 8 and saved["baseline"]["n_retain"] == 6
+    assert saved["baseline"]["n_forget"] == 8 and saved["baseline"]["n_retain"] == 16
     assert saved["meta"]["run"]["layer"] == 2
     for condition in saved["finetune"]["conditions"]:
         assert condition["recovery"]["base_acc"] == pytest.approx(expected["base_forget_acc"])
