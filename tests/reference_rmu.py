@@ -126,7 +126,9 @@ def run_reference_rmu(
 ) -> list[dict[str, float]]:
     """Train ``updated_model`` in place with the official RMU loop; returns per-step losses.
 
-    ``forget_data_list[t]`` / ``retain_data_list[t]``: topic t's batches of texts (see :func:`chunk`).
+    ``forget_data_list[t]`` / ``retain_data_list[t]``: topic t's batches of texts (see :func:`chunk`);
+    each topic may have its own retain set, as in the official code (step idx reads batch idx // n_topics
+    of its topic's retain list).
     ``control_unit_vectors[t]``: topic t's u (unit norm); the target is ``steering_coeffs[t] * u``.
     ``optimizer="torch"`` swaps in torch.optim.AdamW (same eps), to show what the legacy formula changes.
     """

@@ -160,14 +160,41 @@ def test_testbed_damage_ranks_the_adjacent_domain_first_among_neighbours(testbed
         by_domain[d]["shift_at_layer"] for d in testbed.distant_domains)
 
 
+def plain_hf_layer_output_norms(model_dir, texts: list[str], layer: int, max_length: int) -> torch.Tensor:
+    """Token norms of HF decoder layer ``layer``'s output (a forward hook, eager attention), float64,
+    right padding; pads and position 0 (each row's first real token) left out."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation="eager").eval()
+    encoded = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+    captured = []
+    handle = model.model.layers[layer].register_forward_hook(
+        lambda module, inputs, output: captured.append(output[0] if isinstance(output, tuple) else output))
+    try:
+        with torch.no_grad():
+            model(input_ids=encoded["input_ids"], attention_mask=encoded["attention_mask"])
+    finally:
+        handle.remove()
+    keep = encoded["attention_mask"].bool().clone()
+    keep[:, 0] = False
+    return captured[0].double().norm(dim=-1)[keep]
+
+
 @pytest.mark.integration
-def test_smollm2_layer7_norms_without_position_zero(smollm2):
+def test_smollm2_layer7_norms_without_position_zero(smollm2, smollm2_dir):
     from rmu_lens.analysis import collect_activations
 
     corpus = rl.load_corpus("bundled:retain").texts[:8]
     acts = collect_activations(smollm2, corpus, ["blocks.7.hook_resid_post"], max_length=64, progress=False)
     norms = acts.tokens("blocks.7.hook_resid_post").norm(dim=-1)
-    assert 110 < float(norms.mean()) < 160  # DESIGN: ~134 with position 0 excluded
+    # Reference: a plain HF forward of the same texts, the same tokens kept.
+    reference = plain_hf_layer_output_norms(smollm2_dir, corpus, layer=7, max_length=64)
+    assert norms.shape == reference.shape
+    torch.testing.assert_close(norms.double(), reference, rtol=1e-4, atol=1e-3)
     first = acts["blocks.7.hook_resid_post"][:, 0].norm(dim=-1)
     assert float(first.mean()) > 3 * float(norms.mean())  # the position-0 outlier the mask leaves out
     assert np.isfinite(norms.numpy()).all()

@@ -9,6 +9,7 @@ import math
 import pytest
 
 from rmu_lens.audit.audit import AuditResult
+from rmu_lens.eval.stats import wilson_interval
 
 pytestmark = pytest.mark.integration
 
@@ -85,7 +86,15 @@ def test_probe_audit_covers_every_layer(result, testbed):
     probe = result.probe
     assert probe.layers == list(range(testbed.spec.n_layers))
     assert probe.n_questions == len(testbed.questions(testbed.forget_domain))
-    assert all(0.0 <= acc <= 1.0 for acc in probe.base_acc + probe.unlearned_acc + probe.transfer_acc)
+    n = probe.n_questions
+    # Out-of-fold accuracy over n questions is a count over n; chance is 1/4 (four choices each).
+    assert all(abs(acc * n - round(acc * n)) < 1e-9 for acc in probe.base_acc + probe.unlearned_acc + probe.transfer_acc)
+    assert probe.chance == pytest.approx(0.25)
+    # The base model answers >= 90% of these questions (test_the_run_removed_the_forget_domain), so its
+    # answers must be decodable at the best layer: the 95% Wilson interval lies above chance.
+    best = probe.layers.index(probe.best_layer())
+    low, _ = wilson_interval(round(probe.base_acc[best] * n), n)
+    assert low > probe.chance, probe.base_acc
 
 
 def test_the_command_writes_json_directions_and_figures(audit_dir, result):

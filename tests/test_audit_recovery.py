@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 import random
 
+import numpy as np
 import pytest
+from scipy.stats import bootstrap
 
 from rmu_lens.audit.recovery import Recovery, recovery
 
@@ -57,6 +59,29 @@ def test_interval_matches_a_plain_python_bootstrap():
     ratios.sort()
     low, high = ratios[int(0.025 * len(ratios))], ratios[int(0.975 * len(ratios))]
     assert result.ci_low == pytest.approx(low, abs=0.06) and result.ci_high == pytest.approx(high, abs=0.06)
+
+
+def _recovery_ratio(base, unlearned, audited, axis=-1):
+    b, u, a = base.mean(axis), unlearned.mean(axis), audited.mean(axis)
+    return (a - u) / (b - u)
+
+
+def test_interval_is_scipys_95_percent_paired_bootstrap():
+    # scipy.stats.bootstrap(paired=True, method="percentile") is the reference. With 20,000 draws the
+    # bounds move < 0.004 between seeds, while a 90% interval's bounds sit ~0.02 inside the 95% ones:
+    # the tolerance below separates the two levels.
+    base, unlearned, audited = planted(n=200, seed=3)
+    ids = sorted(base)
+    columns = tuple(np.array([o[i] for i in ids], dtype=float) for o in (base, unlearned, audited))
+    result = recovery(base, unlearned, audited, n_bootstrap=20000, seed=1)
+    intervals = {
+        level: bootstrap(columns, _recovery_ratio, paired=True, vectorized=True, method="percentile",
+                         confidence_level=level, n_resamples=20000, random_state=0).confidence_interval
+        for level in (0.90, 0.95)
+    }
+    assert intervals[0.95].low < intervals[0.90].low - 0.012 and intervals[0.90].high < intervals[0.95].high - 0.012
+    assert result.ci_low == pytest.approx(intervals[0.95].low, abs=0.006)
+    assert result.ci_high == pytest.approx(intervals[0.95].high, abs=0.006)
 
 
 def test_raw_recovery_is_kept_and_only_display_is_clamped():

@@ -62,16 +62,35 @@ def test_eval_command_applies_subjects_and_limit(model_dir, data, tmp_path):
     assert written.mode == "cloze"  # the default mode
 
 
-def test_compare_command_prints_flagged_table_and_writes_json(model_dir, data, tmp_path, capsys):
-    base, new = tmp_path / "base.json", tmp_path / "new.json"
-    for out in (base, new):
-        run(["eval", "--model", str(model_dir), "--data", str(data), "--quiet", "--out", str(out)])
-    capsys.readouterr()
-    assert run(["compare", str(base), str(new), "--forget-subjects", "virology", "--out", str(tmp_path / "cmp.json")]) == 0
+def written_result(path, outcomes: dict[str, list[bool]]) -> str:
+    """A cloze results file with the given right/wrong outcomes per subject."""
+    records = []
+    for subject, correct in outcomes.items():
+        for i, right in enumerate(correct):
+            records.append({"id": f"set/{subject}/{i}", "task": "set", "subject": subject, "answer": 0,
+                            "loglikelihoods": [-1.0, -2.0, -3.0, -4.0] if right else [-2.0, -1.0, -3.0, -4.0],
+                            "prediction": 0 if right else 1, "correct": right, "pred_norm": 0 if right else 1,
+                            "correct_norm": right})
+    EvalResult(mode="cloze", records=records).save(path)
+    return str(path)
+
+
+def test_compare_command_prints_flagged_table_and_writes_json(tmp_path, capsys):
+    # Two different evaluations with known changes: virology 9/10 -> 2/10, biology 6/8 -> 5/8, history 7/7 -> 7/7.
+    before = {"virology": [True] * 9 + [False], "biology": [True] * 6 + [False] * 2, "history": [True] * 7}
+    after = {"virology": [True] * 2 + [False] * 8, "biology": [True] * 5 + [False] * 3, "history": [True] * 7}
+    base, new = written_result(tmp_path / "base.json", before), written_result(tmp_path / "new.json", after)
+    assert run(["compare", base, new, "--forget-subjects", "virology", "--out", str(tmp_path / "cmp.json")]) == 0
     printed = capsys.readouterr().out
     assert "virology" in printed and "forget" in printed and "collateral" in printed
     saved = json.loads((tmp_path / "cmp.json").read_text())
-    assert all(row["delta"] == 0 for row in saved["subjects"])  # same model twice
+    rows = {row["subject"]: row for row in saved["subjects"]}
+    for subject in before:
+        expected = sum(after[subject]) / len(after[subject]) - sum(before[subject]) / len(before[subject])
+        assert rows[subject]["delta"] == pytest.approx(expected, abs=1e-12)
+        assert rows[subject]["role"] == ("forget" if subject == "virology" else "collateral")
+    assert [row["subject"] for row in saved["subjects"]] == ["virology", "biology", "history"]  # largest drop first
+    assert rows["virology"]["significant"] and not rows["history"]["significant"]
 
 
 def test_eval_command_requires_model_data_and_out():

@@ -58,7 +58,10 @@ def test_layer_study_sweeps_layers_and_modes_and_restores_the_model(make_tiny, t
     plain = study.points("plain")
     assert plain[0].steering_coeff == pytest.approx(plain[1].steering_coeff)  # one fixed c for every layer
     assert study.meta["prefix_cache"]["hits"] > 0  # plain and adaptive at one layer share the prefix
-    assert all(p.ablation_recovery is not None for p in study.results)
+    for p in study.results:  # each recovery is measured between the base and THIS run's forget accuracy
+        assert p.ablation_recovery.base_acc == pytest.approx(study.base["forget_acc"], abs=1e-12)
+        assert p.ablation_recovery.unlearned_acc == pytest.approx(p.forget_acc, abs=1e-12)
+        assert p.ablation_recovery.n == len(tiny_questions())
     assert isinstance(study.figure(), Figure)
     assert (tmp_path / "figures" / "layer_study.png").stat().st_size > 0
     loaded = LayerStudy.load(tmp_path / "layer_study.json")
@@ -92,3 +95,28 @@ def test_effective_layers_need_both_removal_and_retention():
     assert study.effective_layers("plain") == [1]  # layer 2 removed too little, layer 3 broke retain
     assert study.effective_layers("adaptive") == [1, 2]  # layer 3 removed 0.30 of the 0.70 above chance
     assert "supports the claim" in study.verdict()
+
+
+def test_each_layer_study_point_is_the_run_its_settings_describe(make_tiny):
+    # Reference: a fresh model trained with the settings the study documents for a point
+    # (layer l, update layers l-2..l clipped at 0, plain c fixed / adaptive beta), then evaluated.
+    from rmu_lens.eval import evaluate
+    from rmu_lens.rmu import unlearn
+
+    forget, retain, questions = texts("bio", 8), texts("retain", 8), tiny_questions()
+    study = layer_study(make_tiny("llama", n_layers=3, d_model=32, seed=0), forget, retain, questions, questions[:4],
+                        layers=[2], config=tiny_config(), steering_coeff=15.0, adaptive_beta=3.0, ablation=False,
+                        share_prefix=False, progress=False)
+    base_model = make_tiny("llama", n_layers=3, d_model=32, seed=0)
+    assert study.base["forget_acc"] == evaluate(base_model, questions, progress=False).accuracy
+    for point in study.results:
+        settings = dict(layer=point.layer, update_layers=list(range(max(0, point.layer - 2), point.layer + 1)))
+        settings |= {"steering_coeff": 15.0} if point.mode == "plain" else {"adaptive_beta": 3.0}
+        model = make_tiny("llama", n_layers=3, d_model=32, seed=0)
+        run = unlearn(model, forget, retain, tiny_config(**settings), progress=False)
+        assert point.update_layers == settings["update_layers"]
+        assert point.steering_coeff == pytest.approx(run.steering_coeffs["forget"], rel=1e-6)
+        assert point.forget_acc == evaluate(model, questions, progress=False).accuracy
+        assert point.retain_acc == evaluate(model, questions[:4], progress=False).accuracy
+        assert point.final_forget_norm == pytest.approx(run.history[-1]["forget_norm"], rel=1e-5)
+        assert point.final_retain_cos == pytest.approx(run.history[-1]["retain_cos"], rel=1e-5)

@@ -5,6 +5,8 @@ losses, same trained weights, on batches with padding and truncation, two forget
 retain set (so each retain batch is used twice, once per topic, and rmu_lens reuses its frozen
 activations while the reference recomputes them). The default (masked) mode is compared with the
 same loop under masked semantics (right padding, real positions, means over real tokens).
+Both modes are also run with one retain set per topic, so that each step must read its own topic's
+retain batch (the frozen retain activations may only be reused for the same set and batch).
 """
 
 from __future__ import annotations
@@ -86,13 +88,18 @@ def config_for(*, reference: bool) -> RMUConfig:
     )
 
 
-def run_reference(model, tokenizer, vectors: list[torch.Tensor], *, mode: str, optimizer: str = "transformers_v4"):
-    """The official loop on two eager copies of ``model``; returns (history, trained weights)."""
+def run_reference(model, tokenizer, vectors: list[torch.Tensor], *, mode: str, optimizer: str = "transformers_v4",
+                  retain_sets: list[list[str]] | None = None):
+    """The official loop on two eager copies of ``model``; returns (history, trained weights).
+
+    ``retain_sets``: one retain set per topic (the official ``retain_data_list``); RETAIN for both if None.
+    """
     updated = use_eager_attention(copy.deepcopy(model))
     frozen = use_eager_attention(copy.deepcopy(model))
+    retain_sets = retain_sets or [RETAIN, RETAIN]
     history = run_reference_rmu(
         updated, frozen, tokenizer,
-        [chunk(BIO, BATCH_SIZE), chunk(CYBER, BATCH_SIZE)], [chunk(RETAIN, BATCH_SIZE)] * 2,
+        [chunk(BIO, BATCH_SIZE), chunk(CYBER, BATCH_SIZE)], [chunk(r, BATCH_SIZE) for r in retain_sets],
         layer_id=LAYER, layer_ids=UPDATE_LAYERS, param_ids=[trained_param_index(updated)],
         control_unit_vectors=vectors, steering_coeffs=STEERING_COEFFS, alphas=ALPHAS, lr=LR,
         max_num_batches=100, forget_max_lengths=FORGET_MAX_LENGTHS, retain_max_length=RETAIN_MAX_LENGTH,
@@ -101,8 +108,12 @@ def run_reference(model, tokenizer, vectors: list[torch.Tensor], *, mode: str, o
     return history, {n: updated.get_parameter(n).detach().clone() for n in trained_names()}
 
 
-def run_both(architecture: str, *, reference: bool, seeded: bool, pad_token: str | None = None) -> dict:
-    """Train the same tiny model with rmu_lens and with the reference; return histories and weights."""
+def run_both(architecture: str, *, reference: bool, seeded: bool, pad_token: str | None = None,
+             retain_sets: list[list[str]] | None = None) -> dict:
+    """Train the same tiny model with rmu_lens and with the reference; return histories and weights.
+
+    ``retain_sets``: one retain set per topic; one shared RETAIN set if None.
+    """
     model, tokenizer = build_random_model(architecture, n_layers=N_LAYERS, d_model=D_MODEL, n_heads=4, seed=0)
     if pad_token is not None:
         tokenizer.pad_token = pad_token
@@ -110,11 +121,11 @@ def run_both(architecture: str, *, reference: bool, seeded: bool, pad_token: str
     vectors = official_seeded_vectors(SEED) if seeded else unit_vectors(7)
     # The reference copies the model first: the bridge rewrites the HF model in place.
     history, reference_weights = run_reference(
-        model, tokenizer, vectors, mode="official" if reference else "masked"
+        model, tokenizer, vectors, mode="official" if reference else "masked", retain_sets=retain_sets
     )
     bridge = load_model(model, tokenizer=copy.deepcopy(tokenizer))
     run = unlearn(
-        bridge, {"bio": BIO, "cyber": CYBER}, RETAIN, config_for(reference=reference),
+        bridge, {"bio": BIO, "cyber": CYBER}, retain_sets or RETAIN, config_for(reference=reference),
         control_vectors=None if seeded else vectors, progress=False,
     )
     lens_weights = {readable_name(n): p.detach().clone() for n, p in hf_model_of(bridge).named_parameters()}
@@ -192,6 +203,21 @@ def test_default_mode_with_retain_reuse_matches_reference_that_recomputes() -> N
     # Two topics, one retain set: steps 2k and 2k+1 share retain batch k. rmu_lens reuses the frozen
     # retain activations of step 2k at step 2k+1; the reference recomputes them with a frozen model.
     result = run_both("llama", reference=False, seeded=False)
+    assert_losses_match(result)
+    assert_weights_match(result)
+
+
+# A second retain set for the cyber topic, as long as RETAIN (9 batches) so the step count stays 7.
+# Step 2k (bio) and step 2k+1 (cyber) then read batch k of DIFFERENT retain sets: a frozen-retain
+# cache keyed by the batch index alone would hand cyber the bio retain batch.
+RETAIN_CYBER = make_texts(4, [24, 7, 3, 31, 16, 10, 28, 5, 19, 36, 12, 9, 22, 14, 6, 33, 17, 26])
+
+
+@pytest.mark.parametrize("reference", [True, False], ids=["reference", "default"])
+def test_per_topic_retain_sets_match_the_official_loop(reference: bool) -> None:
+    assert len(chunk(RETAIN_CYBER, BATCH_SIZE)) == len(chunk(RETAIN, BATCH_SIZE))
+    assert all(a != b for a, b in zip(chunk(RETAIN, BATCH_SIZE), chunk(RETAIN_CYBER, BATCH_SIZE)))
+    result = run_both("llama", reference=reference, seeded=False, retain_sets=[RETAIN, RETAIN_CYBER])
     assert_losses_match(result)
     assert_weights_match(result)
 

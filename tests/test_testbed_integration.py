@@ -61,4 +61,17 @@ def test_adjacent_domain_drop_is_measured(small_testbed, base_result, unlearned_
             drop = before[group]["acc"] - after[group]["acc"]
             record_property(f"drop[{group}]", round(drop, 4))
             print(f"{group}: {before[group]['acc']:.3f} -> {after[group]['acc']:.3f} (drop {drop:+.3f})")
-    assert before[small_testbed.adjacent_domain]["n"] == len(small_testbed.question_dicts(small_testbed.adjacent_domain))
+    # Reference: the groups counted by hand from the question list and each result's own outcomes.
+    adjacent = small_testbed.adjacent_domain
+    shared = set(small_testbed.world.shared_attributes())
+    questions = small_testbed.question_dicts(adjacent)
+    assert shared and any(q["attribute"] not in shared for q in questions)  # both groups are populated
+    for groups, evaluation in ((before, base_result), (after, unlearned_result)):
+        outcomes = evaluation.outcomes()
+        for name, keep in ((adjacent, lambda q: True),
+                           (f"{adjacent} (shared attributes)", lambda q: q["attribute"] in shared),
+                           (f"{adjacent} (own attributes)", lambda q: q["attribute"] not in shared)):
+            members = [outcomes[q["id"]] for q in questions if keep(q)]
+            assert groups[name]["n"] == len(members), name
+            assert groups[name]["acc"] == pytest.approx(sum(members) / len(members), abs=1e-12), name
+        assert groups[adjacent]["acc"] == pytest.approx(evaluation.by_subject()[adjacent]["acc"], abs=1e-12)

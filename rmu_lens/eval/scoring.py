@@ -260,9 +260,17 @@ def score_requests(
         raise ValueError(f"batch_size={batch_size}; give a positive number of questions per forward pass")
     max_length = max_length or model_max_length(model)
     packed = packs_choices(model)
-    if not packed:  # one row per choice; regrouped per request at the end
-        owners = [i for i, r in enumerate(requests) for _ in r.continuation_ids]
-        requests = [TokenizedRequest(r.context_ids, [c]) for r in requests for c in r.continuation_ids]
+    # One row per choice (regrouped per request at the end) without packing, and for a prompt cut to
+    # fit whose choices differ in length: lm-eval cuts each choice's sequence on its own, so a shorter
+    # choice keeps more of the context than one shared cut would leave it.
+    owners, units = [], []
+    for i, r in enumerate(requests):
+        own_rows = not packed or (len({len(c) for c in r.continuation_ids}) > 1
+                                  and len(r.context_ids) + max(len(c) for c in r.continuation_ids) - 1 > max_length)
+        for group in ([[c] for c in r.continuation_ids] if own_rows else [r.continuation_ids]):
+            owners.append(i)
+            units.append(TokenizedRequest(r.context_ids, list(group)))
+    requests = units
     rows = [pack_request(r, max_length) for r in requests]
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i].tokens))
     batches = _batches(order, rows, batch_size)
@@ -278,9 +286,7 @@ def score_requests(
                 bar.update(len(chunk))
     finally:
         model.train(was_training)
-    if not packed:
-        regrouped: list[list[float]] = [[] for _ in range(max(owners, default=-1) + 1)]
-        for owner, scores in zip(owners, results):
-            regrouped[owner] += scores
-        return regrouped
-    return results
+    regrouped: list[list[float]] = [[] for _ in range(max(owners, default=-1) + 1)]
+    for owner, scores in zip(owners, results):
+        regrouped[owner] += scores
+    return regrouped
