@@ -62,10 +62,10 @@ def test_accuracy_figures_draw_subject_names_with_dollars():
     assert_drawn_literally(accuracy_change(compare(base, new, forget_subjects=[ABORTS])), [ABORTS, GARBLES])
 
 
-def test_representation_figures_draw_dataset_and_topic_names_with_dollars():
+def dollar_analysis():
+    """An analysis of two tiny models over datasets whose names hold `$`."""
     from rmu_lens.analysis import analyze
     from rmu_lens.models import build_random_model, load_model
-    from rmu_lens.plots.representations import plot_cos_u, plot_dispersion, plot_norms, plot_pca
     from tests.helpers import texts
 
     def tiny():
@@ -77,10 +77,25 @@ def test_representation_figures_draw_dataset_and_topic_names_with_dollars():
         unlearned.blocks[1].mlp.out.weight.mul_(3.0)
     datasets = {ABORTS: (texts("bio", 4), "forget"), GARBLES: (texts("retain", 4), "retain")}
     u = torch.rand(32, generator=torch.Generator().manual_seed(0))
-    analysis = analyze(base, unlearned, datasets, control_vectors={ABORTS: u}, steering_coeffs={ABORTS: 20.0}, layer=1,
-                       probes=False, progress=False)
+    return analyze(base, unlearned, datasets, control_vectors={ABORTS: u}, steering_coeffs={ABORTS: 20.0}, layer=1,
+                   probes=False, progress=False)
+
+
+def test_representation_figures_draw_dataset_and_topic_names_with_dollars():
+    from rmu_lens.plots.representations import plot_cos_u, plot_dispersion, plot_norms, plot_pca
+
+    analysis = dollar_analysis()
     for plot in (plot_norms, plot_cos_u, plot_dispersion, plot_pca):
         assert_drawn_literally(plot(analysis), [ABORTS, GARBLES])
+
+
+def test_layer_explorer_draws_dataset_names_with_dollars():
+    from rmu_lens.jupyter.explorers import LayerExplorer
+
+    explorer = LayerExplorer(dollar_analysis())
+    for view in LayerExplorer.VIEWS:
+        explorer.view.value = view
+        assert_drawn_literally(explorer.figure(), [ABORTS, GARBLES])
 
 
 def test_report_with_dollar_subjects_builds():

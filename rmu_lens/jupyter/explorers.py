@@ -21,6 +21,7 @@ from typing import Any
 import ipywidgets as widgets
 
 from rmu_lens.jupyter.display import figure_png, html_table, html_title, new_figure
+from rmu_lens.plots.text import plain
 
 ROLE_COLOURS = {"forget": "#c0392b", "adjacent": "#e67e22", "distant": "#2e86c1", "retain": "#7f8c8d"}
 VARIANT_STYLES = {"base": ("#7f8c8d", "--"), "transfer": ("#e67e22", ":"), "unlearned": ("#2c3e50", "-")}
@@ -114,7 +115,7 @@ class LayerExplorer(_Explorer):
         for name in names:
             colour = ROLE_COLOURS.get(c.datasets[name]["role"])
             for metric, marker in zip(metrics, ("o", "^")):
-                label = f"{name}" if metric in ("mean_norm", "cos_u") else f"{name} (u⊥)"
+                label = plain(name) if metric in ("mean_norm", "cos_u") else f"{plain(name)} (u⊥)"
                 curves.plot(c.layers, c.metrics[name]["unlearned"][metric], color=colour, marker=marker, markersize=3,
                             label=label)
                 curves.plot(c.layers, c.metrics[name]["base"][metric], color=colour, linestyle="--", marker=marker,
@@ -133,7 +134,7 @@ class LayerExplorer(_Explorer):
         detail.bar([p - 0.2 for p in positions], base, width=0.4, color="#bdc3c7", label="base")
         detail.bar([p + 0.2 for p in positions], new, width=0.4,
                    color=[ROLE_COLOURS.get(c.datasets[n]["role"], "#2c3e50") for n in names], label="unlearned")
-        detail.set_xticks(list(positions), names, rotation=20, fontsize="small")
+        detail.set_xticks(list(positions), [plain(n) for n in names], rotation=20, fontsize="small")
         detail.set(title=f"{metric} at layer {layer}")
         detail.legend(fontsize="small")
         return figure
@@ -151,9 +152,9 @@ class LayerExplorer(_Explorer):
                 xy = points.get(model) or []
                 if xy:
                     scatter.scatter([p[0] for p in xy], [p[1] for p in xy], s=8, marker=marker, alpha=alpha, color=colour,
-                                    label=f"{name} ({model})")
+                                    label=f"{plain(name)} ({model})")
         for topic, (x, y) in pca.get("targets", {}).items():
-            scatter.scatter([x], [y], marker="*", s=160, color="black", label=f"c·u ({topic})")
+            scatter.scatter([x], [y], marker="*", s=160, color="black", label=f"c·u ({plain(topic)})")
         ratio = pca.get("explained_variance_ratio", [float("nan")] * 2)
         scatter.set(title=f"PCA of tokens at layer {pca.get('layer', c.layer)} (read layer only)",
                     xlabel=f"PC1 ({ratio[0]:.0%})", ylabel=f"PC2 ({ratio[1]:.0%})")
@@ -161,7 +162,7 @@ class LayerExplorer(_Explorer):
         i = c.layers.index(self.layer.value)
         shift = [c.shift[n]["cos_unlearned_base"][i] for n in names]
         detail.bar(range(len(names)), shift, color=[ROLE_COLOURS.get(c.datasets[n]["role"]) for n in names])
-        detail.set_xticks(list(range(len(names))), names, rotation=20, fontsize="small")
+        detail.set_xticks(list(range(len(names))), [plain(n) for n in names], rotation=20, fontsize="small")
         detail.set(title=f"cos(unlearned, base) at layer {self.layer.value}", ylim=(min(0.0, *shift), 1.05))
 
     def rows(self) -> list[list[Any]]:
@@ -248,7 +249,7 @@ class ProbeExplorer(_Explorer):
         if matrix is not None:
             image = detail.imshow(matrix, cmap="Blues")
             detail.figure.colorbar(image, ax=detail)
-            labels = [str(c) for c in probe.classes][: len(matrix)]
+            labels = [plain(c) for c in probe.classes][: len(matrix)]
             detail.set_xticks(range(len(labels)), labels, rotation=30, fontsize="x-small")
             detail.set_yticks(range(len(labels)), labels, fontsize="x-small")
             detail.set(xlabel="predicted", ylabel="true", title=f"{self.variant.value}: confusion at layer {self.layer.value}")
@@ -256,7 +257,7 @@ class ProbeExplorer(_Explorer):
             groups = probe.by_group[self.variant.value]
             names = list(groups)
             detail.bar(range(len(names)), [groups[g][i] for g in names], color="#2c3e50")
-            detail.set_xticks(range(len(names)), names, rotation=20, fontsize="small")
+            detail.set_xticks(range(len(names)), [plain(n) for n in names], rotation=20, fontsize="small")
             detail.axhline(probe.chance, color="black", linestyle=":", linewidth=0.9)
             detail.set(ylim=(0, 1.02), title=f"{self.variant.value}: accuracy per group at layer {self.layer.value}")
         else:  # neither a confusion matrix nor groups recorded: the variants side by side at this layer
@@ -320,9 +321,9 @@ class DamageExplorer(_Explorer):
         for name, shift in d.shift_map.items():
             chosen = name == selected
             shift_axes.plot(d.layers, shift, color="#c0392b" if chosen else "#bdc3c7", linewidth=2 if chosen else 1,
-                            marker="o" if chosen else None, markersize=3, label=name if chosen else None, zorder=3 if chosen else 1)
+                            marker="o" if chosen else None, markersize=3, label=plain(name) if chosen else None, zorder=3 if chosen else 1)
         shift_axes.axvline(d.layer, color="black", linestyle=":", linewidth=0.9)
-        shift_axes.set(xlabel="layer", ylabel="1 − cos(unlearned, base)", title=f"shift per layer: {selected} (grey: others)")
+        shift_axes.set(xlabel="layer", ylabel="1 − cos(unlearned, base)", title=f"shift per layer: {plain(selected)} (grey: others)")
         shift_axes.legend(fontsize="small")
         _integer_layers(shift_axes)
         changes = self.subject_changes()
@@ -331,7 +332,7 @@ class DamageExplorer(_Explorer):
         colours = ["#c0392b" if s == subject else "#7f8c8d" for s, *_ in changes]
         errors = [[delta - low for _, delta, low, _ in changes], [high - delta for _, delta, _, high in changes]]
         change_axes.barh(range(len(changes)), [delta for _, delta, _, _ in changes], xerr=errors, color=colours)
-        change_axes.set_yticks(range(len(changes)), [s for s, *_ in changes], fontsize="small")
+        change_axes.set_yticks(range(len(changes)), [plain(s) for s, *_ in changes], fontsize="small")
         change_axes.invert_yaxis()
         change_axes.axvline(0, color="black", linewidth=0.8)
         change_axes.set(xlabel=f"accuracy change ({d.metric}, 95% CI)", title="per-subject change")
