@@ -7,7 +7,7 @@ import json
 import pytest
 from safetensors import safe_open
 
-from rmu_lens.cli import build_config, build_parser, main
+from rmu_lens.cli import EXIT_NOT_FOUND, build_config, build_parser, main
 from rmu_lens.models import build_random_model, load_model, save_hf_model
 from rmu_lens.rmu.config import RMUConfig
 from tests.helpers import texts
@@ -96,7 +96,7 @@ def test_corpora_lists_every_bundled_corpus_with_its_text_count(capsys):
 
 
 def test_convert_names_an_unknown_model_and_the_known_ones(capsys):
-    assert main(["convert", "--name", "no-such-model"]) == 2
+    assert main(["convert", "--name", "no-such-model"]) == EXIT_NOT_FOUND
     err = capsys.readouterr().err
     assert "no-such-model" in err and "smollm2-135m" in err
 
