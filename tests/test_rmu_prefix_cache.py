@@ -15,7 +15,7 @@ def entry(n_floats: int, fill: float = 0.0) -> BlockInputs:
     hidden = torch.full((n_floats,), fill)
     rotary = torch.ones(4)
     # The same rotary tensor reached by two kwargs counts once.
-    return BlockInputs(hidden=hidden, args=(), kwargs={"position_embeddings": (rotary, rotary), "mask": None})
+    return BlockInputs(hidden=hidden, args={0: ()}, kwargs={0: {"position_embeddings": (rotary, rotary), "mask": None}})
 
 
 def test_tensor_bytes_counts_each_distinct_tensor_once():
@@ -26,8 +26,8 @@ def test_map_tensors_rebuilds_dataclasses_and_containers():
     doubled = map_tensors(entry(3, fill=1.0), lambda t: t * 2)
     assert isinstance(doubled, BlockInputs)
     assert torch.equal(doubled.hidden, torch.full((3,), 2.0))
-    assert torch.equal(doubled.kwargs["position_embeddings"][1], torch.full((4,), 2.0))
-    assert doubled.kwargs["mask"] is None
+    assert torch.equal(doubled.kwargs[0]["position_embeddings"][1], torch.full((4,), 2.0))
+    assert doubled.kwargs[0]["mask"] is None
 
 
 def test_cache_evicts_least_recently_used_entries_past_its_byte_budget():
@@ -59,7 +59,7 @@ def test_entries_are_stored_on_the_requested_device():
     cache.put("a", entry(10))
     stored = cache.get("a")
     assert stored.hidden.device.type == "meta"
-    assert all(t.device.type == "meta" for t in stored.kwargs["position_embeddings"])
+    assert all(t.device.type == "meta" for t in stored.kwargs[0]["position_embeddings"])
 
 
 def test_bad_budget_is_refused():

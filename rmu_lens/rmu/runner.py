@@ -28,6 +28,7 @@ from torch import nn
 
 from rmu_lens.attention import layer_attention
 from rmu_lens.models import hf_model_of, readable_name
+from rmu_lens.rmu.prefix import map_tensors
 
 RESID_HOOK = re.compile(r"^blocks\.(\d+)\.hook_resid_(pre|post)$")
 
@@ -64,15 +65,7 @@ class BlockInputs:
 
 
 def _to_device(value: Any, device: torch.device) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device, non_blocking=True) if value.device != device else value
-    if isinstance(value, tuple):
-        return tuple(_to_device(v, device) for v in value)
-    if isinstance(value, list):
-        return [_to_device(v, device) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
+    return map_tensors(value, lambda t: t.to(device, non_blocking=True) if t.device != device else t)
 
 
 def _module_device(module: nn.Module) -> torch.device:
