@@ -8,13 +8,13 @@ each file format and what is refused or dropped.
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from rmu_lens._io import jsonl_records, not_utf8_message
 from rmu_lens.errors import RMULensError
 
 BUNDLED_PREFIX = "bundled:"
@@ -83,36 +83,19 @@ def _text_value(value: Any, where: str, field: str) -> str:
 
 
 def _not_utf8(path: Path, error: UnicodeDecodeError) -> CorpusError:
-    return CorpusError(
-        f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
-        f"re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT` for a Latin-1 file"
-    )
+    return CorpusError(not_utf8_message(path, error))
 
 
 def _read_jsonl(path: Path, field: str) -> list[tuple[str, str]]:
-    try:
-        return _read_jsonl_lines(path, field)
-    except UnicodeDecodeError as error:
-        raise _not_utf8(path, error) from error
-
-
-def _read_jsonl_lines(path: Path, field: str) -> list[tuple[str, str]]:
     texts = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise CorpusError(f"{path}:{number}: not valid JSON ({error.msg})") from error
-            if not isinstance(record, dict) or field not in record:
-                keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-                raise CorpusError(
-                    f"{path}:{number}: no field {field!r} (found {keys}); pass the text field's name "
-                    f"(--text-field / text_field=)"
-                )
-            texts.append((f"{path}:{number}", _text_value(record[field], f"{path}:{number}", field)))
+    for number, record in jsonl_records(path, CorpusError):
+        if not isinstance(record, dict) or field not in record:
+            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise CorpusError(
+                f"{path}:{number}: no field {field!r} (found {keys}); pass the text field's name "
+                f"(--text-field / text_field=)"
+            )
+        texts.append((f"{path}:{number}", _text_value(record[field], f"{path}:{number}", field)))
     return texts
 
 

@@ -26,6 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from rmu_lens._io import jsonl_records, not_utf8_message
 from rmu_lens.errors import RMULensError
 
 N_CHOICES = 4
@@ -175,25 +176,12 @@ def _build(rows: Iterable[tuple[str, Any]], task: str, max_chars: int | None = M
 
 
 def _not_utf8(path: Path, error: UnicodeDecodeError) -> QuestionError:
-    return QuestionError(
-        f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start}); "
-        f"re-save the file as UTF-8, e.g. `iconv -f latin1 -t utf-8 IN > OUT` for a Latin-1 file"
-    )
+    return QuestionError(not_utf8_message(path, error))
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    try:
-        with path.open(encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise QuestionError(f"{path}:{number}: not valid JSON ({error.msg}); each line must be one JSON object") from error
-                yield f"{path}:{number}", record
-    except UnicodeDecodeError as error:
-        raise _not_utf8(path, error) from error
+    for number, record in jsonl_records(path, QuestionError, "; each line must be one JSON object"):
+        yield f"{path}:{number}", record
 
 
 def _json_rows(path: Path) -> Iterator[tuple[str, Any]]:
