@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rmu_lens._io import jsonl_records, not_utf8_message
+from rmu_lens._text_files import jsonl_records, not_utf8_message
 from rmu_lens.errors import RMULensError
 
 N_CHOICES = 4
