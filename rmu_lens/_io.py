@@ -254,4 +254,3 @@ class DirectoryLock:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
-
