@@ -22,17 +22,15 @@ quantiles of the per-token cosine) and ``norm_ratio`` = mean ||h_unlearned|| / m
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from rmu_lens.analysis.activations import Activations
+from rmu_lens.results import JSONResult
 
 COLLAPSE_FORMAT = "rmu_lens.collapse/1"
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -187,7 +185,7 @@ def layer_of(hook_name: str) -> int:
 
 
 @dataclass
-class CollapseAnalysis:
+class CollapseAnalysis(JSONResult):
     """Per dataset × layer × model metrics (module docstring), the base→unlearned shift, and a PCA at layer l.
 
     ``metrics[dataset][model][metric]`` and ``shift[dataset][metric]`` are lists aligned with ``layers``.
@@ -204,6 +202,9 @@ class CollapseAnalysis:
     shift: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     pca: dict[str, Any] | None = None
     tokens: str = "statistics tokens: padding and the first real token of each row excluded"
+
+    FORMAT = COLLAPSE_FORMAT
+    WHAT = "a collapse analysis"
 
     @classmethod
     def empty(
@@ -257,6 +258,30 @@ class CollapseAnalysis:
     def by_role(self, role: str) -> list[str]:
         return [name for name, info in self.datasets.items() if info["role"] == role]
 
+    # -- figures ----------------------------------------------------------------------------
+
+    def figures(self) -> dict[str, Any]:
+        """``norms``, ``cos_u``, ``pca`` (when a PCA was taken) and ``dispersion`` (rmu_lens.plots.representations)."""
+        from rmu_lens.plots.representations import plot_cos_u, plot_dispersion, plot_norms, plot_pca
+
+        figures = {"norms": plot_norms(self), "cos_u": plot_cos_u(self)}
+        if self.pca is not None:
+            figures["pca"] = plot_pca(self)
+        figures["dispersion"] = plot_dispersion(self)
+        return figures
+
+    def captions(self) -> dict[str, str]:
+        return {
+            "norms": f"Mean token norm per layer, base model dashed and unlearned solid: RMU pushes the forget sets "
+                     f"toward c at layer {self.layer}, while the other datasets should keep their norms.",
+            "cos_u": "Cosine of each dataset's tokens with the control vector u and with u⊥ (u minus its all-ones part, "
+                     "since cos(u, 1) ≈ 0.87): alignment with u⊥ is what shows activations really turned toward u.",
+            "pca": f"Tokens at layer {self.layer} on the first two principal components of both models together: after "
+                   f"RMU the forget tokens move toward c·u (star), away from the other datasets.",
+            "dispersion": "Dispersion of each dataset's tokens per layer: a collapse of the forget set to one point shows "
+                          "as pairwise cosine toward 1 and dispersion and effective rank falling.",
+        }
+
     # -- files ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -276,19 +301,9 @@ class CollapseAnalysis:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CollapseAnalysis:
-        if data.get("format") != COLLAPSE_FORMAT:
-            raise ValueError(f"Not a collapse analysis (format {data.get('format')!r}, expected {COLLAPSE_FORMAT!r})")
+        cls.check_format(data)
         return cls(
             layer=data["layer"], layers=data["layers"], hook_names=data["hook_names"],
             steering_coeffs=data["steering_coeffs"], directions=data["directions"], datasets=data["datasets"],
             metrics=data["metrics"], shift=data["shift"], pca=data.get("pca"), tokens=data["tokens"],
         )
-
-    def save(self, path: str | os.PathLike) -> Path:
-        from rmu_lens._io import atomic_write_json
-
-        return atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> CollapseAnalysis:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

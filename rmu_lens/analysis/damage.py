@@ -15,18 +15,16 @@ reports the adjacent domain's damage and shift per setting.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from rmu_lens.analysis.collapse import CollapseAnalysis
 from rmu_lens.eval.compare import Comparison
+from rmu_lens.results import JSONResult
 
 DAMAGE_FORMAT = "rmu_lens.damage/1"
 SWEEP_FORMAT = "rmu_lens.overlap_sweep/1"
@@ -68,7 +66,7 @@ def _normal(name: str) -> str:
 
 
 @dataclass
-class DamageAnalysis:
+class DamageAnalysis(JSONResult):
     """Which domains got hurt, where in the network, and whether representation shift predicts it."""
 
     layer: int
@@ -80,6 +78,9 @@ class DamageAnalysis:
     norm_ratio_map: dict[str, list[float]] = field(default_factory=dict)
     correlations: dict[str, dict[str, Any]] = field(default_factory=dict)
     unmatched: dict[str, list[str]] = field(default_factory=dict)
+
+    FORMAT = DAMAGE_FORMAT
+    WHAT = "a damage analysis"
 
     @classmethod
     def from_results(
@@ -152,23 +153,23 @@ class DamageAnalysis:
         )
         return "\n".join(lines)
 
+    def figures(self) -> dict[str, Any]:
+        """``damage``: the shift map beside the accuracy drops (none when no domain matched)."""
+        from rmu_lens.plots.representations import plot_damage
+
+        return {"damage": plot_damage(self)} if self.rows else {}
+
+    def captions(self) -> dict[str, str]:
+        return {"damage": "Representation shift 1 − cos(unlearned, base) per domain and layer beside each domain's "
+                          "accuracy drop: domains whose representations moved most are expected to lose the most."}
+
     def to_dict(self) -> dict[str, Any]:
         return {"format": DAMAGE_FORMAT, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DamageAnalysis:
-        if data.get("format") != DAMAGE_FORMAT:
-            raise ValueError(f"Not a damage analysis (format {data.get('format')!r}, expected {DAMAGE_FORMAT!r})")
+        cls.check_format(data)
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
-    def save(self, path: str | os.PathLike) -> Path:
-        from rmu_lens._io import atomic_write_json
-
-        return atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> DamageAnalysis:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def _fmt(value: float | None) -> str:
@@ -176,11 +177,14 @@ def _fmt(value: float | None) -> str:
 
 
 @dataclass
-class OverlapSweep:
+class OverlapSweep(JSONResult):
     """The testbed's adjacent-domain damage at several overlap settings (one trained testbed each)."""
 
     rows: list[dict[str, Any]]
     meta: dict[str, Any] = field(default_factory=dict)
+
+    FORMAT = SWEEP_FORMAT
+    WHAT = "an overlap sweep"
 
     def table(self) -> str:
         lines = [f"{'overlap':>7} {'forget drop':>11} {'adjacent drop':>13} {'adjacent shift@l':>16} {'distant drop':>12}"]
@@ -191,23 +195,19 @@ class OverlapSweep:
             )
         return "\n".join(lines)
 
+    def figures(self) -> dict[str, Any]:
+        """``overlap_sweep``: adjacent damage and shift against the overlap knob."""
+        from rmu_lens.plots.representations import plot_overlap_sweep
+
+        return {"overlap_sweep": plot_overlap_sweep(self)} if self.rows else {}
+
     def to_dict(self) -> dict[str, Any]:
         return {"format": SWEEP_FORMAT, "rows": self.rows, "meta": self.meta}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> OverlapSweep:
-        if data.get("format") != SWEEP_FORMAT:
-            raise ValueError(f"Not an overlap sweep (format {data.get('format')!r}, expected {SWEEP_FORMAT!r})")
+        cls.check_format(data)
         return cls(rows=data["rows"], meta=data.get("meta", {}))
-
-    def save(self, path: str | os.PathLike) -> Path:
-        from rmu_lens._io import atomic_write_json
-
-        return atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> OverlapSweep:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def overlap_sweep(

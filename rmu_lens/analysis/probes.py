@@ -20,12 +20,9 @@ it to pick the answer among a question's four choices.
 
 from __future__ import annotations
 
-import json
-import os
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,10 +35,17 @@ from sklearn.preprocessing import StandardScaler
 
 from rmu_lens.analysis.activations import Activations
 from rmu_lens.eval.stats import wilson_interval
+from rmu_lens.results import JSONResult
 
 PROBE_FORMAT = "rmu_lens.probes/1"
 VARIANTS = ("base", "transfer", "unlearned")
 MAX_CONFUSION_CLASSES = 12
+PROBE_CAPTIONS = {
+    "domain": "Linear-probe accuracy per layer for which dataset a text comes from (forget, retain, adjacent): "
+              "base probe on the base model, the same probe on the unlearned model, and a probe retrained on it.",
+    "knowledge": "Linear-probe accuracy per layer for the correct answer of each question from the last context "
+                 "token: if the retrained probe stays well above chance after RMU, the knowledge is still decodable.",
+}
 
 
 class LinearProbe(ClassifierMixin, BaseEstimator):
@@ -133,7 +137,7 @@ def _folds(y: np.ndarray, stratify: np.ndarray, n_folds: int, seed: int) -> list
 
 
 @dataclass
-class ProbeAnalysis:
+class ProbeAnalysis(JSONResult):
     """Cross-validated probe accuracy per hook point for ``base``, ``transfer`` and ``unlearned`` probes.
 
     ``accuracy[variant]`` is a list aligned with ``hook_names`` of ``{"acc", "ci_low", "ci_high", "n",
@@ -162,23 +166,26 @@ class ProbeAnalysis:
         i = self.hook_names.index(hook_name) if hook_name else 0
         return self.accuracy[variant][i]["acc"]
 
+    FORMAT = PROBE_FORMAT
+    WHAT = "a probe analysis"
+
+    def figures(self) -> dict[str, Any]:
+        """``probe_{name}``: accuracy per layer of each probe variant against chance."""
+        from rmu_lens.plots.representations import plot_probes
+
+        return {f"probe_{self.name}": plot_probes(self)}
+
+    def captions(self) -> dict[str, str]:
+        return {f"probe_{self.name}": PROBE_CAPTIONS.get(
+            self.name, f"Linear-probe accuracy per layer ({self.name}), before and after RMU.")}
+
     def to_dict(self) -> dict[str, Any]:
         return {"format": PROBE_FORMAT, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProbeAnalysis:
-        if data.get("format") != PROBE_FORMAT:
-            raise ValueError(f"Not a probe analysis (format {data.get('format')!r}, expected {PROBE_FORMAT!r})")
+        cls.check_format(data)
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-
-    def save(self, path: str | os.PathLike) -> Path:
-        from rmu_lens._io import atomic_write_json
-
-        return atomic_write_json(path, self.to_dict())
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> ProbeAnalysis:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 def _summary(correct: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, Any]:

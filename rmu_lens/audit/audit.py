@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rmu_lens.errors import RMULensError
+from rmu_lens.results import JSONResult, finite_json, from_finite_json
 
 if TYPE_CHECKING:  # the audits import torch; this module stays light so the CLI starts fast
     from rmu_lens.audit.ablation import AblationResult
@@ -38,7 +38,7 @@ class AuditFileError(RMULensError, ValueError):
 
 
 @dataclass
-class AuditResult:
+class AuditResult(JSONResult):
     """The outcome of :func:`audit`: baseline accuracies and each audit's recovery of the removed accuracy."""
 
     baseline: dict[str, Any]
@@ -46,6 +46,11 @@ class AuditResult:
     finetune: FinetuneResult | None = None
     probe: ProbeAuditResult | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    FORMAT = FORMAT
+    WHAT = "an rmu_lens audit"
+    FORMAT_ERROR = AuditFileError
+    MISSING_ERROR = AuditFileError
 
     @property
     def removed(self) -> float:
@@ -127,23 +132,14 @@ class AuditResult:
             "meta": self.meta,
         }
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the result as JSON, atomically."""
-        from rmu_lens._io import atomic_write_json
-
-        return atomic_write_json(path, _finite(self.to_dict()))
-
     @classmethod
-    def load(cls, path: str | os.PathLike) -> AuditResult:
-        """Read a file written by :meth:`save`."""
-        from rmu_lens._io import read_format_json
-
-        data = read_format_json(path, FORMAT, AuditFileError, "an rmu_lens audit", "pass a file written by AuditResult.save")
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditResult:
+        """The inverse of :meth:`to_dict` (the ``headline`` it writes is recomputed, not read)."""
         from rmu_lens.audit.ablation import AblationResult
         from rmu_lens.audit.finetune import FinetuneResult
         from rmu_lens.audit.probe_audit import ProbeAuditResult
 
-        data = _nan_back(data)
+        cls.check_format(data)
         return cls(
             baseline=data["baseline"],
             ablation=AblationResult.from_dict(data["ablation"]) if data.get("ablation") else None,
@@ -168,27 +164,8 @@ class AuditResult:
         return paths
 
 
-def _finite(value: Any) -> Any:
-    """NaN and infinities as None-tagged strings, so the JSON is standard (json.dumps writes bare NaN)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return {"nan": None} if math.isnan(value) else {"inf": 1 if value > 0 else -1}
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
-
-
-def _nan_back(value: Any) -> Any:
-    if isinstance(value, dict):
-        if set(value) == {"nan"}:
-            return float("nan")
-        if set(value) == {"inf"}:
-            return math.inf * value["inf"]
-        return {k: _nan_back(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nan_back(v) for v in value]
-    return value
+_finite = finite_json  # older names, kept for callers
+_nan_back = from_finite_json
 
 
 # --- the entry point -----------------------------------------------------------------------------

@@ -17,7 +17,6 @@ so the prefix of a token batch is the same in every such run.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -29,6 +28,7 @@ from typing import Any
 import torch
 
 from rmu_lens.audit.recovery import Recovery, recovery
+from rmu_lens.results import JSONResult
 from rmu_lens.rmu.prefix import PrefixCache
 from rmu_lens.rmu.trainer import RMUTrainer
 
@@ -65,7 +65,7 @@ class LayerPoint:
 
 
 @dataclass
-class LayerStudy:
+class LayerStudy(JSONResult):
     """Forget/retain accuracy and ablation recovery per (layer, mode); see the module docstring."""
 
     layers: list[int]
@@ -75,6 +75,9 @@ class LayerStudy:
     config: dict[str, Any]
     chance: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+    FORMAT = FORMAT
+    WHAT = "an rmu_lens layer study"
 
     def points(self, mode: str) -> list[LayerPoint]:
         """One mode's runs by increasing layer."""
@@ -120,25 +123,19 @@ class LayerStudy:
 
         return layer_study_figure(self)
 
+    def figures(self) -> dict[str, Any]:
+        """``layer_study``: :meth:`figure`."""
+        return {"layer_study": self.figure()}
+
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "layers": self.layers, "modes": self.modes, "base": self.base,
                 "results": [p.to_dict() for p in self.results], "config": self.config, "chance": self.chance,
                 "verdict": self.verdict(), "meta": self.meta}
 
-    def save(self, path: str | os.PathLike) -> Path:
-        from rmu_lens._io import atomic_write_json
-        from rmu_lens.audit.audit import _finite
-
-        return atomic_write_json(path, _finite(self.to_dict()))
-
     @classmethod
-    def load(cls, path: str | os.PathLike) -> LayerStudy:
-        from rmu_lens.audit.audit import _nan_back
-
-        path = Path(path)
-        data = _nan_back(json.loads(path.read_text(encoding="utf-8")))
-        if data.get("format") != FORMAT:
-            raise ValueError(f"{path}: not an rmu_lens layer study (format {data.get('format')!r}, expected {FORMAT!r})")
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerStudy:
+        """The inverse of :meth:`to_dict` (the ``verdict`` it writes is recomputed, not read)."""
+        cls.check_format(data)
         return cls(layers=data["layers"], modes=data["modes"], base=data["base"],
                    results=[LayerPoint.from_dict(p) for p in data["results"]], config=data["config"],
                    chance=data.get("chance"), meta=data.get("meta") or {})
