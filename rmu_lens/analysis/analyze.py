@@ -1,54 +1,72 @@
-"""analyze(): base vs unlearned model on named datasets — collapse, probes and damage in one result.
+"""analyze(): base vs unlearned model on named datasets — every registered analyzer in one result.
 
     analysis = analyze(base, unlearned, {"virology": (bio_texts, "forget"), "retain": (wiki, "retain"),
                                          "biology": (bio_adjacent, "adjacent")},
-                       control_vectors=run.control_vectors, steering_coeffs=run.steering_coeffs, layer=7)
+                       control_vectors=run.control_vectors, steering_coeffs=run.steering_coeffs, layer=7,
+                       config=AnalysisConfig(max_texts=64))
     analysis.summary(); analysis.save("analysis/")
 
 Per dataset the texts are tokenized once and the same token batch goes through both models, so
 tokens pair up; activations are collected at every requested layer's ``hook_resid_post`` with
-``stop_at_layer`` and dropped after their statistics are taken, so memory stays at one dataset.
+``stop_at_layer``, shown to every analyzer of the registry (rmu_lens.analysis.registry) and
+dropped, so memory stays at one dataset. The analyzers here are collapse, probes and damage.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from rmu_lens.analysis.activations import (
-    DEFAULT_MEMORY_LIMIT_MB,
-    TokenBatch,
-    answer_position_activations,
-    collect_activations,
-    resid_post_hooks,
-    tokenize,
-)
-from rmu_lens.analysis.collapse import ROLES, CollapseAnalysis, collapse_stats, pca_projection
+from rmu_lens.analysis.activations import TokenBatch, collect_activations, resid_post_hooks, tokenize
+
+# The built-in analyzers register themselves on import, in this order (the report's figure order).
+from rmu_lens.analysis.collapse import ROLES, CollapseAnalysis
+from rmu_lens.analysis.probes import DOMAIN_PROBE_ROLES, ProbeAnalysis, ProbeSet, knowledge_probe  # noqa: F401
 from rmu_lens.analysis.damage import DamageAnalysis
-from rmu_lens.analysis.probes import ProbeAnalysis, probe_layers
+from rmu_lens.analysis.config import AnalysisConfig
+from rmu_lens.analysis.registry import ANALYZERS, AnalysisInputs, DatasetInfo, result_class
 from rmu_lens.data.corpora import Corpus
+from rmu_lens.results import JSONResult, ResultFormatError
 
-ANALYSIS_FORMAT = "rmu_lens.analysis/1"
+ANALYSIS_FORMAT = "rmu_lens.analysis/2"
+OLD_ANALYSIS_FORMAT = "rmu_lens.analysis/1"
 ANALYSIS_FILE = "analysis.json"
-DOMAIN_PROBE_ROLES = ("forget", "retain", "adjacent")
-
 
 @dataclass
-class Analysis:
-    """Everything :func:`analyze` measured: collapse (always), probes and damage (when asked for)."""
+class Analysis(JSONResult):
+    """Everything :func:`analyze` measured: one result per analyzer that had something to say, by name.
 
-    collapse: CollapseAnalysis
-    probes: dict[str, ProbeAnalysis] = field(default_factory=dict)
-    damage: DamageAnalysis | None = None
+    ``collapse`` is always there after ``analyze``; ``probes`` when asked for, ``damage`` with a comparison.
+    """
+
+    results: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    config: AnalysisConfig = field(default_factory=AnalysisConfig)
+
+    FORMAT = ANALYSIS_FORMAT
+    WHAT = "an rmu_lens analysis"
+    FILE_NAME = ANALYSIS_FILE
+
+    @property
+    def collapse(self) -> CollapseAnalysis:
+        if "collapse" not in self.results:
+            raise KeyError(f"this analysis has no collapse result; it holds {list(self.results)}")
+        return self.results["collapse"]
+
+    @property
+    def probes(self) -> dict[str, ProbeAnalysis]:
+        """Probe results by task (``domain``, ``knowledge``); empty when no probe ran."""
+        found = self.results.get("probes")
+        return found.probes if found is not None else {}
+
+    @property
+    def damage(self) -> DamageAnalysis | None:
+        return self.results.get("damage")
 
     def _repr_html_(self) -> str:
         """Notebook summary: layer-l numbers per dataset, probe accuracies, damage ranking (names escaped)."""
@@ -97,45 +115,44 @@ class Analysis:
             }
         return out
 
+    # -- the Result protocol ------------------------------------------------------------------
+
+    def figures(self) -> dict[str, Any]:
+        """Every result's figures, in analyzer order (figure names are unique across results)."""
+        figures: dict[str, Any] = {}
+        for name, result in self.results.items():
+            for key, figure in result.figures().items():
+                if key in figures:
+                    raise ResultFormatError(f"figure name {key!r} of analyzer {name!r} is already used by another analyzer")
+                figures[key] = figure
+        return figures
+
+    def captions(self) -> dict[str, str]:
+        return {key: text for result in self.results.values() for key, text in getattr(result, "captions", dict)().items()}
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": ANALYSIS_FORMAT,
-            "meta": self.meta,
-            "collapse": self.collapse.to_dict(),
-            "probes": {name: p.to_dict() for name, p in self.probes.items()},
-            "damage": self.damage.to_dict() if self.damage is not None else None,
-        }
+        """``format``, ``config``, ``meta``, ``analyzers`` (names in order), then each result under its analyzer's name."""
+        return {"format": ANALYSIS_FORMAT, "config": self.config.to_dict(), "meta": self.meta,
+                "analyzers": list(self.results), **{name: r.to_dict() for name, r in self.results.items()}}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Analysis:
-        if data.get("format") != ANALYSIS_FORMAT:
-            raise ValueError(f"Not an rmu_lens analysis (format {data.get('format')!r}, expected {ANALYSIS_FORMAT!r})")
-        return cls(
-            collapse=CollapseAnalysis.from_dict(data["collapse"]),
-            probes={name: ProbeAnalysis.from_dict(p) for name, p in data.get("probes", {}).items()},
-            damage=DamageAnalysis.from_dict(data["damage"]) if data.get("damage") else None,
-            meta=data.get("meta", {}),
-        )
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``analysis.json`` into ``directory`` (created if needed); numbers only, no activations."""
-        from rmu_lens._io import atomic_write_json
-
-        directory = Path(directory)
-        if directory.exists() and not directory.is_dir():
-            raise NotADirectoryError(f"{directory} exists and is not a directory: Analysis.save takes a directory")
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(directory / ANALYSIS_FILE, self.to_dict())
-        return directory
+    def check_format(cls, data: Any, source: Any = None) -> None:
+        if isinstance(data, Mapping) and data.get("format") == OLD_ANALYSIS_FORMAT:
+            return
+        super().check_format(data, source)
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> Analysis:
-        """Read a directory written by :meth:`save` (or an ``analysis.json`` path)."""
-        path = Path(directory)
-        file = path / ANALYSIS_FILE if path.is_dir() else path
-        if not file.is_file():
-            raise FileNotFoundError(f"{directory} holds no {ANALYSIS_FILE}: write one with Analysis.save(directory)")
-        return cls.from_dict(json.loads(file.read_text(encoding="utf-8")))
+    def from_dict(cls, data: Mapping[str, Any]) -> Analysis:
+        cls.check_format(data)
+        if data["format"] == OLD_ANALYSIS_FORMAT:  # collapse, probes {task: probe}, damage, meta
+            results: dict[str, Any] = {"collapse": CollapseAnalysis.from_dict(data["collapse"])}
+            if data.get("probes"):
+                results["probes"] = ProbeSet({n: ProbeAnalysis.from_dict(p) for n, p in data["probes"].items()})
+            if data.get("damage"):
+                results["damage"] = DamageAnalysis.from_dict(data["damage"])
+            return cls(results=results, meta=data.get("meta", {}))
+        results = {name: result_class(name).from_dict(data[name]) for name in data["analyzers"]}
+        return cls(results=results, meta=data.get("meta", {}), config=AnalysisConfig.from_dict(data.get("config", {})))
 
 
 def _datasets(datasets: Mapping[str, Any], topics: list[str]) -> dict[str, tuple[Any, str, str]]:
@@ -188,29 +205,24 @@ def analyze(
     layer: int,
     questions: Sequence[Any] | None = None,
     comparison: Any = None,
-    layers: Sequence[int] | None = None,
-    max_texts: int | None = 32,
-    max_length: int = 128,
-    batch_size: int = 8,
-    probes: bool = True,
-    knowledge_mode: str = "cloze",
-    probe_folds: int = 5,
-    pca_points: int = 200,
     subjects: Mapping[str, str] | None = None,
-    memory_limit_mb: float = DEFAULT_MEMORY_LIMIT_MB,
-    seed: int = 0,
+    config: AnalysisConfig | None = None,
     progress: bool = True,
+    **settings: Any,
 ) -> Analysis:
     """Compare ``base_model`` and ``unlearned_model`` on ``datasets`` = ``{name: (texts | Corpus, role)}``.
 
     Roles: forget / retain / adjacent / distant; a forget set is read against its topic's u (its
-    name, or a third tuple item), other sets against the first topic's. Collapse statistics always;
-    the domain probe (forget vs retain vs adjacent) when ``probes``; the knowledge probe when
-    ``questions`` are given; the damage table when ``comparison`` (``rmu_lens.eval.compare``) is given.
-    ``layers`` defaults to every layer; ``max_texts`` caps each dataset (first texts, in order).
+    name, or a third tuple item), other sets against the first topic's. Every registered analyzer
+    runs: collapse statistics always; the domain probe (forget vs retain vs adjacent) when
+    ``config.probes``; the knowledge probe when ``questions`` are given; the damage table when
+    ``comparison`` (``rmu_lens.eval.compare``) is given, its subjects paired with datasets by name or
+    by ``subjects`` = ``{dataset: subject}``. ``config`` holds the settings (:class:`AnalysisConfig`);
+    a setting may also be passed by name (``max_texts=64``), which overrides ``config``'s.
     """
     from rmu_lens.models import tokenizer_of
 
+    config = (config or AnalysisConfig()).replace(**settings) if settings else (config or AnalysisConfig())
     started = time.perf_counter()
     if base_model is unlearned_model:
         raise ValueError(
@@ -224,99 +236,46 @@ def analyze(
     if missing:
         raise ValueError(f"steering_coeffs lacks topics {missing}: pass {{topic: c}} for every control vector")
     checked = _datasets(datasets, topics)
-    layer_list = sorted(set(range(base_model.cfg.n_layers) if layers is None else [int(x) for x in layers]) | {int(layer)})
+    layer = int(layer)
+    layer_list = sorted(set(range(base_model.cfg.n_layers) if config.layers is None else config.layers) | {layer})
     hooks = resid_post_hooks(base_model, layer_list)
-    layer_hook = f"blocks.{int(layer)}.hook_resid_post"
     tokenizer = tokenizer_of(base_model)
-    vectors = {t: torch.as_tensor(v, dtype=torch.float32).reshape(-1) for t, v in control_vectors.items()}
-    collapse = CollapseAnalysis.empty(int(layer), hooks, vectors, dict(steering_coeffs))
-    rng = np.random.default_rng(seed)
+    inputs = AnalysisInputs(
+        base_model=base_model, unlearned_model=unlearned_model,
+        datasets={name: DatasetInfo(name, role, topic) for name, (_, role, topic) in checked.items()},
+        control_vectors={t: torch.as_tensor(v, dtype=torch.float32).reshape(-1) for t, v in control_vectors.items()},
+        steering_coeffs=dict(steering_coeffs), layer=layer, hook_names=hooks, config=config,
+        questions=questions, comparison=comparison, subjects=subjects, progress=progress,
+    )
+    analyzers = [cls(inputs) for cls in ANALYZERS.values()]
 
-    sequence_features: dict[str, dict[str, dict[str, np.ndarray]]] = {}
-    pca_tokens: dict[str, dict[str, np.ndarray]] = {}
-    collect = dict(batch_size=batch_size, memory_limit_mb=memory_limit_mb, progress=progress)
-    for name, (data, role, topic) in checked.items():
-        batch = _limited(data, max_texts, tokenizer, max_length, name)
+    collect = dict(batch_size=config.batch_size, memory_limit_mb=config.memory_limit_mb, progress=progress)
+    for name, (data, _, _) in checked.items():
+        batch = _limited(data, config.max_texts, tokenizer, config.max_length, name)
         with collect_activations(base_model, batch, hooks, **collect) as base_acts, \
                 collect_activations(unlearned_model, batch, hooks, **collect) as new_acts:
-            stats = collapse_stats(base_acts, new_acts, vectors[topic], float(steering_coeffs[topic]), hooks)
-            collapse.add(name, role, topic, stats, {"n_sequences": base_acts.n_sequences, "n_tokens": base_acts.n_tokens})
-            sequence_features[name] = {
-                m: {h: acts.sequences(h).numpy() for h in hooks} for m, acts in (("base", base_acts), ("unlearned", new_acts))
-            }
-            base_tokens, new_tokens = base_acts.tokens(layer_hook), new_acts.tokens(layer_hook)
-            pick = np.sort(rng.choice(len(base_tokens), size=min(pca_points, len(base_tokens)), replace=False))
-            pca_tokens[name] = {"base": base_tokens[pick].numpy(), "unlearned": new_tokens[pick].numpy()}
-    targets = {t: (float(steering_coeffs[t]) * vectors[t]).numpy() for t in topics}
-    collapse.pca = {"layer": int(layer), "hook": layer_hook, "points_per_dataset": pca_points,
-                    **pca_projection(pca_tokens, targets)}
-
-    collapse_seconds = time.perf_counter() - started
-    probe_results: dict[str, ProbeAnalysis] = {}
-    domain_sets = [n for n, (_, role, _) in checked.items() if role in DOMAIN_PROBE_ROLES]
-    if probes and len(domain_sets) >= 2:
-        labels = [n for n in domain_sets for _ in range(len(sequence_features[n]["base"][hooks[0]]))]
-        features = {m: {h: np.concatenate([sequence_features[n][m][h] for n in domain_sets]) for h in hooks}
-                    for m in ("base", "unlearned")}
-        probe_results["domain"] = probe_layers(
-            features["base"], labels, unlearned=features["unlearned"], n_folds=probe_folds, seed=seed, name="domain",
-            description="which dataset a text comes from (forget vs retain vs adjacent), from its mean activation "
-                        "over statistics tokens",
-        )
-    if probes and questions:
-        probe_results["knowledge"] = knowledge_probe(
-            base_model, unlearned_model, questions, hooks, mode=knowledge_mode, n_folds=probe_folds, seed=seed,
-            batch_size=batch_size, progress=progress,
-        )
-    damage = DamageAnalysis.from_results(comparison, collapse, subjects) if comparison is not None else None
+            for analyzer in analyzers:
+                analyzer.observe(inputs.datasets[name], base_acts, new_acts)
+    seconds = {"activations": round(time.perf_counter() - started, 1)}
+    for analyzer in analyzers:
+        began = time.perf_counter()
+        result = analyzer.finish()
+        if result is not None:
+            inputs.results[analyzer.name] = result
+        seconds[analyzer.name] = round(time.perf_counter() - began, 1)
+    seconds["total"] = round(time.perf_counter() - started, 1)
     meta = {
         "base_model": _model_name(base_model),
         "unlearned_model": _model_name(unlearned_model),
-        "layer": int(layer),
+        "layer": layer,
         "hook_names": hooks,
-        "max_texts": max_texts,
-        "max_length": max_length,
+        "max_texts": config.max_texts,
+        "max_length": config.max_length,
         "tokens": "one token batch per dataset, right padding, shared by both models; statistics exclude padding "
                   "and the first real token of each row (position 0, an outlier)",
-        "seconds": {"activations_and_collapse": round(collapse_seconds, 1),
-                    "probes_and_damage": round(time.perf_counter() - started - collapse_seconds, 1),
-                    "total": round(time.perf_counter() - started, 1)},
+        "seconds": seconds,
     }
-    return Analysis(collapse=collapse, probes=probe_results, damage=damage, meta=meta)
-
-
-def knowledge_probe(
-    base_model: Any,
-    unlearned_model: Any,
-    questions: Sequence[Any],
-    hook_names: Sequence[str],
-    *,
-    mode: str = "cloze",
-    n_folds: int = 5,
-    seed: int = 0,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> ProbeAnalysis:
-    """Probe the answer from the activation at the last context token, before and after unlearning.
-
-    Cloze (default): the label is the correct choice's text and the probe picks among the question's
-    own choices (the context does not list them, so an index would be unlearnable); chance = 1/4.
-    Letter: the choices are in the prompt and the label is the answer's index (the WMDP paper's setup).
-    """
-    base = answer_position_activations(base_model, questions, hook_names, mode, batch_size=batch_size, progress=progress)
-    new = answer_position_activations(unlearned_model, questions, hook_names, mode, batch_size=batch_size, progress=progress)
-    groups = [q.group for q in questions]
-    if mode == "cloze":
-        labels = [q.choices[q.answer] for q in questions]
-        candidates = [list(q.choices) for q in questions]
-        description = "the correct choice's text, picked among the question's choices, from the last context token"
-    else:
-        labels, candidates = [int(q.answer) for q in questions], None
-        description = "the correct answer's index (A-D listed in the prompt), from the last context token"
-    return probe_layers(
-        base, labels, unlearned=new, candidates=candidates, groups=groups, n_folds=n_folds, seed=seed,
-        name="knowledge", description=f"{mode} prompts: {description}",
-    )
+    return Analysis(results=dict(inputs.results), meta=meta, config=config)
 
 
 def _model_name(model: Any) -> str:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from rmu_lens.analysis.activations import Activations
+from rmu_lens.analysis.registry import Analyzer, DatasetInfo, register_analyzer
 from rmu_lens.results import JSONResult
 
 COLLAPSE_FORMAT = "rmu_lens.collapse/1"
@@ -307,3 +308,33 @@ class CollapseAnalysis(JSONResult):
             steering_coeffs=data["steering_coeffs"], directions=data["directions"], datasets=data["datasets"],
             metrics=data["metrics"], shift=data["shift"], pca=data.get("pca"), tokens=data["tokens"],
         )
+
+
+@register_analyzer("collapse", result=CollapseAnalysis)
+class CollapseAnalyzer(Analyzer):
+    """:func:`collapse_stats` per dataset, and a PCA at layer l of ``config.pca_points`` tokens per dataset."""
+
+    def __init__(self, inputs: Any) -> None:
+        super().__init__(inputs)
+        self.analysis = CollapseAnalysis.empty(inputs.layer, inputs.hook_names, inputs.control_vectors,
+                                               dict(inputs.steering_coeffs))
+        self.rng = np.random.default_rng(inputs.config.seed)
+        self.pca_tokens: dict[str, dict[str, np.ndarray]] = {}
+
+    def observe(self, dataset: DatasetInfo, base: Activations, unlearned: Activations) -> None:
+        inputs = self.inputs
+        stats = collapse_stats(base, unlearned, inputs.control_vectors[dataset.topic],
+                               float(inputs.steering_coeffs[dataset.topic]), inputs.hook_names)
+        self.analysis.add(dataset.name, dataset.role, dataset.topic, stats,
+                          {"n_sequences": base.n_sequences, "n_tokens": base.n_tokens})
+        base_tokens, new_tokens = base.tokens(inputs.layer_hook), unlearned.tokens(inputs.layer_hook)
+        size = min(inputs.config.pca_points, len(base_tokens))
+        pick = np.sort(self.rng.choice(len(base_tokens), size=size, replace=False))
+        self.pca_tokens[dataset.name] = {"base": base_tokens[pick].numpy(), "unlearned": new_tokens[pick].numpy()}
+
+    def finish(self) -> CollapseAnalysis:
+        inputs = self.inputs
+        targets = {t: (float(inputs.steering_coeffs[t]) * u).numpy() for t, u in inputs.control_vectors.items()}
+        self.analysis.pca = {"layer": inputs.layer, "hook": inputs.layer_hook,
+                             "points_per_dataset": inputs.config.pca_points, **pca_projection(self.pca_tokens, targets)}
+        return self.analysis

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from rmu_lens.analysis.collapse import CollapseAnalysis
+from rmu_lens.analysis.registry import Analyzer, register_analyzer
 from rmu_lens.eval.compare import Comparison
 from rmu_lens.results import JSONResult
 
@@ -170,6 +171,17 @@ class DamageAnalysis(JSONResult):
     def from_dict(cls, data: dict[str, Any]) -> DamageAnalysis:
         cls.check_format(data)
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+
+@register_analyzer("damage", result=DamageAnalysis, requires=("collapse",))
+class DamageAnalyzer(Analyzer):
+    """The damage table, when ``analyze`` was given a comparison (``rmu_lens.eval.compare``)."""
+
+    def finish(self) -> DamageAnalysis | None:
+        inputs = self.inputs
+        if inputs.comparison is None:
+            return None
+        return DamageAnalysis.from_results(inputs.comparison, inputs.results["collapse"], inputs.subjects)
 
 
 def _fmt(value: float | None) -> str:

@@ -33,11 +33,14 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from rmu_lens.analysis.activations import Activations
+from rmu_lens.analysis.activations import Activations, answer_position_activations
+from rmu_lens.analysis.registry import Analyzer, DatasetInfo, register_analyzer
 from rmu_lens.eval.stats import wilson_interval
 from rmu_lens.results import JSONResult
 
 PROBE_FORMAT = "rmu_lens.probes/1"
+PROBE_SET_FORMAT = "rmu_lens.probe_set/1"
+DOMAIN_PROBE_ROLES = ("forget", "retain", "adjacent")
 VARIANTS = ("base", "transfer", "unlearned")
 MAX_CONFUSION_CLASSES = 12
 PROBE_CAPTIONS = {
@@ -287,3 +290,103 @@ def probe_layers(
 
 def _predict(probe: LinearProbe, X: np.ndarray, candidates: list | None) -> np.ndarray:
     return probe.predict(X) if candidates is None else probe.predict_among(X, candidates)
+
+
+@dataclass
+class ProbeSet(JSONResult):
+    """The probes of one analysis by task (``domain``, ``knowledge``), saved and drawn together."""
+
+    probes: dict[str, ProbeAnalysis] = field(default_factory=dict)
+
+    FORMAT = PROBE_SET_FORMAT
+    WHAT = "a set of probe analyses"
+
+    def figures(self) -> dict[str, Any]:
+        """``probe_{task}`` per probe."""
+        return {name: figure for probe in self.probes.values() for name, figure in probe.figures().items()}
+
+    def captions(self) -> dict[str, str]:
+        return {name: caption for probe in self.probes.values() for name, caption in probe.captions().items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": PROBE_SET_FORMAT, "probes": {name: p.to_dict() for name, p in self.probes.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ProbeSet:
+        cls.check_format(data)
+        return cls({name: ProbeAnalysis.from_dict(p) for name, p in data["probes"].items()})
+
+
+def knowledge_probe(
+    base_model: Any,
+    unlearned_model: Any,
+    questions: Sequence[Any],
+    hook_names: Sequence[str],
+    *,
+    mode: str = "cloze",
+    n_folds: int = 5,
+    seed: int = 0,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> ProbeAnalysis:
+    """Probe the answer from the activation at the last context token, before and after unlearning.
+
+    Cloze (default): the label is the correct choice's text and the probe picks among the question's
+    own choices (the context does not list them, so an index would be unlearnable); chance = 1/4.
+    Letter: the choices are in the prompt and the label is the answer's index (the WMDP paper's setup).
+    """
+    base = answer_position_activations(base_model, questions, hook_names, mode, batch_size=batch_size, progress=progress)
+    new = answer_position_activations(unlearned_model, questions, hook_names, mode, batch_size=batch_size, progress=progress)
+    groups = [q.group for q in questions]
+    if mode == "cloze":
+        labels = [q.choices[q.answer] for q in questions]
+        candidates = [list(q.choices) for q in questions]
+        description = "the correct choice's text, picked among the question's choices, from the last context token"
+    else:
+        labels, candidates = [int(q.answer) for q in questions], None
+        description = "the correct answer's index (A-D listed in the prompt), from the last context token"
+    return probe_layers(
+        base, labels, unlearned=new, candidates=candidates, groups=groups, n_folds=n_folds, seed=seed,
+        name="knowledge", description=f"{mode} prompts: {description}",
+    )
+
+
+@register_analyzer("probes", result=ProbeSet)
+class ProbeAnalyzer(Analyzer):
+    """With ``config.probes``: the domain probe (two or more forget/retain/adjacent sets) and, given
+    questions, the knowledge probe."""
+
+    def __init__(self, inputs: Any) -> None:
+        super().__init__(inputs)
+        self.features: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+
+    def observe(self, dataset: DatasetInfo, base: Activations, unlearned: Activations) -> None:
+        if self.inputs.config.probes and dataset.role in DOMAIN_PROBE_ROLES:
+            self.features[dataset.name] = {
+                model: {h: acts.sequences(h).numpy() for h in self.inputs.hook_names}
+                for model, acts in (("base", base), ("unlearned", unlearned))
+            }
+
+    def finish(self) -> ProbeSet | None:
+        inputs, config = self.inputs, self.inputs.config
+        if not config.probes:
+            return None
+        hooks = inputs.hook_names
+        probes: dict[str, ProbeAnalysis] = {}
+        if len(self.features) >= 2:
+            sets = list(self.features)
+            labels = [n for n in sets for _ in range(len(self.features[n]["base"][hooks[0]]))]
+            features = {m: {h: np.concatenate([self.features[n][m][h] for n in sets]) for h in hooks}
+                        for m in ("base", "unlearned")}
+            probes["domain"] = probe_layers(
+                features["base"], labels, unlearned=features["unlearned"], n_folds=config.probe_folds,
+                seed=config.seed, name="domain",
+                description="which dataset a text comes from (forget vs retain vs adjacent), from its mean activation "
+                            "over statistics tokens",
+            )
+        if inputs.questions:
+            probes["knowledge"] = knowledge_probe(
+                inputs.base_model, inputs.unlearned_model, inputs.questions, hooks, mode=config.knowledge_mode,
+                n_folds=config.probe_folds, seed=config.seed, batch_size=config.batch_size, progress=inputs.progress,
+            )
+        return ProbeSet(probes) if probes else None

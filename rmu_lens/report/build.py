@@ -113,53 +113,15 @@ def _evaluation_figures(base_eval: Any, unlearned_eval: Any, subject_roles: Mapp
     return figures
 
 
-PROBE_CAPTIONS = {
-    "domain": "Linear-probe accuracy per layer for which dataset a text comes from (forget, retain, adjacent): "
-              "base probe on the base model, the same probe on the unlearned model, and a probe retrained on it.",
-    "knowledge": "Linear-probe accuracy per layer for the correct answer of each question from the last context "
-                 "token: if the retrained probe stays well above chance after RMU, the knowledge is still decodable.",
-}
+def result_figures(result: Any) -> list[ReportFigure]:
+    """A result's own figures (``result.figures()``, name -> Figure) with its captions (``result.captions()``).
 
-
-def _analysis_figures(analysis: Any) -> list[ReportFigure]:
-    """The representation figures of an Analysis (rmu_lens.plots.representations), each with its caption."""
-    from rmu_lens.plots.representations import plot_cos_u, plot_damage, plot_dispersion, plot_norms, plot_pca, plot_probes
-
-    layer = analysis.collapse.layer
-    figures = [
-        ReportFigure.from_figure(
-            "norms", plot_norms(analysis),
-            f"Mean token norm per layer, base model dashed and unlearned solid: RMU pushes the forget sets toward c "
-            f"at layer {layer}, while the other datasets should keep their norms.",
-        ),
-        ReportFigure.from_figure(
-            "cos_u", plot_cos_u(analysis),
-            "Cosine of each dataset's tokens with the control vector u and with u⊥ (u minus its all-ones part, "
-            "since cos(u, 1) ≈ 0.87): alignment with u⊥ is what shows activations really turned toward u.",
-        ),
-        ReportFigure.from_figure(
-            "pca", plot_pca(analysis),
-            f"Tokens at layer {layer} on the first two principal components of both models together: after RMU "
-            f"the forget tokens move toward c·u (star), away from the other datasets.",
-        ),
-        ReportFigure.from_figure(
-            "dispersion", plot_dispersion(analysis),
-            "Dispersion of each dataset's tokens per layer: a collapse of the forget set to one point shows as "
-            "pairwise cosine toward 1 and dispersion and effective rank falling.",
-        ),
-    ]
-    for task, probe in analysis.probes.items():
-        figures.append(ReportFigure.from_figure(
-            f"probe_{task}", plot_probes(probe),
-            PROBE_CAPTIONS.get(task, f"Linear-probe accuracy per layer ({task}), before and after RMU."),
-        ))
-    if analysis.damage is not None and analysis.damage.rows:
-        figures.append(ReportFigure.from_figure(
-            "damage", plot_damage(analysis.damage),
-            "Representation shift 1 − cos(unlearned, base) per domain and layer beside each domain's accuracy drop: "
-            "domains whose representations moved most are expected to lose the most.",
-        ))
-    return figures
+    Any :class:`rmu_lens.results.Result` works: an Analysis, a CollapseAnalysis, an AuditResult...
+    A figure without a caption gets a plain one naming it.
+    """
+    captions = result.captions() if hasattr(result, "captions") else {}
+    return [ReportFigure.from_figure(name, figure, captions.get(name, f"{name.replace('_', ' ').capitalize()}."))
+            for name, figure in result.figures().items()]
 
 
 def build_report(
@@ -198,7 +160,7 @@ def build_report(
             "direction leaves the frozen model's, while retain text keeps norm and cosine near 1.",
         ))
     if analysis is not None:
-        figures += _analysis_figures(analysis)
+        figures += result_figures(analysis)
     details = {}
     if comparison is not None and hasattr(comparison, "table"):
         details["Per-subject change (paired by question)"] = comparison.table()
