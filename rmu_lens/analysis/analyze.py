@@ -37,11 +37,12 @@ ANALYSIS_FORMAT = "rmu_lens.analysis/2"
 OLD_ANALYSIS_FORMAT = "rmu_lens.analysis/1"
 ANALYSIS_FILE = "analysis.json"
 
-@dataclass
+@dataclass(init=False)
 class Analysis(JSONResult):
     """Everything :func:`analyze` measured: one result per analyzer that had something to say, by name.
 
     ``collapse`` is always there after ``analyze``; ``probes`` when asked for, ``damage`` with a comparison.
+    The built-in results may also be given by keyword: ``Analysis(collapse=c, probes={"domain": p}, damage=d)``.
     """
 
     results: dict[str, Any] = field(default_factory=dict)
@@ -51,6 +52,28 @@ class Analysis(JSONResult):
     FORMAT = ANALYSIS_FORMAT
     WHAT = "an rmu_lens analysis"
     FILE_NAME = ANALYSIS_FILE
+
+    def __init__(
+        self,
+        results: Mapping[str, Any] | None = None,
+        meta: Mapping[str, Any] | None = None,
+        config: AnalysisConfig | None = None,
+        *,
+        collapse: CollapseAnalysis | None = None,
+        probes: ProbeSet | Mapping[str, ProbeAnalysis] | None = None,
+        damage: DamageAnalysis | None = None,
+    ) -> None:
+        self.results = dict(results or {})
+        given = {"collapse": collapse, "probes": ProbeSet(dict(probes)) if isinstance(probes, Mapping) else probes,
+                 "damage": damage}
+        for name, result in given.items():
+            if result is None or (name == "probes" and not result.probes):
+                continue
+            if name in self.results:
+                raise ValueError(f"Analysis: {name!r} given both in results and by keyword")
+            self.results[name] = result
+        self.meta = dict(meta or {})
+        self.config = config if config is not None else AnalysisConfig()
 
     @property
     def collapse(self) -> CollapseAnalysis:
