@@ -29,9 +29,9 @@ from rmu_lens.analysis.collapse import ROLES, CollapseAnalysis
 from rmu_lens.analysis.probes import DOMAIN_PROBE_ROLES, ProbeAnalysis, ProbeSet, knowledge_probe  # noqa: F401
 from rmu_lens.analysis.damage import DamageAnalysis
 from rmu_lens.analysis.config import AnalysisConfig
-from rmu_lens.analysis.registry import ANALYZERS, AnalysisInputs, DatasetInfo, result_class
+from rmu_lens.analysis.registry import ANALYZERS, AnalysisInputs, AnalyzerRegistryError, DatasetInfo, result_class
 from rmu_lens.data.corpora import Corpus
-from rmu_lens.results import JSONResult, ResultFormatError
+from rmu_lens.results import JSONResult
 
 ANALYSIS_FORMAT = "rmu_lens.analysis/2"
 OLD_ANALYSIS_FORMAT = "rmu_lens.analysis/1"
@@ -146,7 +146,8 @@ class Analysis(JSONResult):
         for name, result in self.results.items():
             for key, figure in result.figures().items():
                 if key in figures:
-                    raise ResultFormatError(f"figure name {key!r} of analyzer {name!r} is already used by another analyzer")
+                    raise AnalyzerRegistryError(f"figure name {key!r} of analyzer {name!r} is already used by another "
+                                                f"analyzer: give its figures names of their own")
                 figures[key] = figure
         return figures
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from rmu_lens.analysis import probes as _probes  # noqa: F401  registered before damage: the report's figure order
 from rmu_lens.analysis.collapse import CollapseAnalysis
 from rmu_lens.analysis.registry import Analyzer, register_analyzer
 from rmu_lens.eval.compare import Comparison
