@@ -146,7 +146,9 @@ class RMUTrainer:
                 f"hook_point {cfg.read_hook!r} reads block {self.read_block}'s output, before update layer "
                 f"{max(cfg.update_layers)}: those parameters could not change it"
             )
-        self.runner = BlockRunner(model, self.first, self.read_block)
+        # Reference mode matches the official loop bit for bit, which runs the bridge's eager attention;
+        # otherwise the runner's layers use SDPA where the model allows it (same math, fused kernel).
+        self.runner = BlockRunner(model, self.first, self.read_block, attention="eager" if cfg.reference else "auto")
         self._check_trained_inside_runner()
         self.alphas = dict(zip(self.topics, cfg.per_topic("alpha", len(self.topics))))
         self.max_lengths = dict(zip(self.topics, cfg.per_topic("max_length", len(self.topics))))
