@@ -95,9 +95,11 @@ _default_device_logged = False
 
 
 def default_device() -> str:
-    """``"cuda"`` when a CUDA device is visible, else ``"cpu"``; the choice is logged once per process."""
+    """``"cuda"`` (this rank's GPU under torchrun) when CUDA is visible, else ``"cpu"``; logged once per process."""
+    from rmu_lens.distributed import rank_device
+
     global _default_device_logged
-    device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(rank_device("cuda")) if torch.cuda.is_available() else "cpu"
     if not _default_device_logged:
         logger.info("No device given: loading models on %s (pass device= or --device to choose)", device)
         _default_device_logged = True
@@ -541,7 +543,10 @@ def load_model(
     """
     from transformers import PreTrainedModel
 
+    from rmu_lens.distributed import rank_device
+
     dtype = resolve_dtype(dtype)
+    device = rank_device(device)  # under torchrun, "cuda" means this rank's GPU
     _check_placement_request(device, device_map, max_memory, offload_folder)
     if isinstance(source, PreTrainedModel):
         if tokenizer is None:

@@ -61,11 +61,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from rmu_lens._io import check_output_file
+    from rmu_lens.distributed import init_distributed
     from rmu_lens.eval import evaluate, load_questions
     from rmu_lens.eval.evaluate import resolve_model_source
     from rmu_lens.models import load_model
 
     check_output_file(args.out, "--out")  # before scoring, so the results are never lost
+    # Under torchrun: one process group, each rank on its own GPU, scoring its share of the questions.
+    launch = init_distributed()
     if args.metric == "perplexity":
         return run_perplexity(args)
     questions = load_questions(args.data, format=args.format, subjects=args.subjects, limit=args.limit, config=args.config)
@@ -73,6 +76,8 @@ def run_eval(args: argparse.Namespace) -> int:
     result = evaluate(model, questions, mode=args.mode, batch_size=args.batch_size, progress=not args.quiet)
     result.meta["model"] = args.model
     result.meta["data"] = args.data
+    if not launch.is_main:
+        return 0  # every rank holds the gathered result; rank 0 writes it
     path = result.save(args.out)
     if not args.quiet:
         print(result.table())
@@ -88,6 +93,10 @@ def run_perplexity(args: argparse.Namespace) -> int:
     from rmu_lens.models import load_model
     from rmu_lens.utility.perplexity import METRICS, perplexity
 
+    from rmu_lens.distributed import launch
+
+    if launch().world_size > 1:
+        raise ValueError("--metric perplexity is not sharded across torchrun processes: run it in one process (without torchrun)")
     for name in ("limit", "max_length"):
         value = getattr(args, name)
         if value is not None and value < 1:

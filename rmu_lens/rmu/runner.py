@@ -18,6 +18,7 @@ same call with the frozen copies of the trained tensors swapped in — no ``.dat
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,6 +51,30 @@ def block_output_index(hook_name: str, n_layers: int) -> int:
     return index
 
 
+ATTENTION_KINDS = ("auto", "sdpa", "eager")
+
+
+def runner_attention(config: Any, requested: str = "auto") -> str:
+    """The attention implementation the runner's plain layers use: ``sdpa`` unless the model needs eager.
+
+    The bridge runs HF attention in eager mode; the runner's layers may use PyTorch's fused
+    ``scaled_dot_product_attention`` instead (the same math, faster on GPUs), fed the same 4-D mask the
+    model builds. Logit soft-capping (Gemma-2) has no SDPA kernel, so ``auto`` keeps eager there and an
+    explicit ``sdpa`` is refused.
+    """
+    if requested not in ATTENTION_KINDS:
+        raise ValueError(f"attention={requested!r}: choose one of {', '.join(ATTENTION_KINDS)}")
+    softcap = getattr(config, "attn_logit_softcapping", None)
+    if requested == "eager" or (requested == "auto" and softcap is not None):
+        return "eager"
+    if softcap is not None:
+        raise ValueError(
+            f"attention='sdpa': this model soft-caps attention logits (attn_logit_softcapping={softcap}), "
+            "which scaled_dot_product_attention cannot do; use attention='auto' or 'eager'"
+        )
+    return "sdpa"
+
+
 class _Captured(Exception):
     """Raised inside the forward pass once the last block's inputs are captured."""
 
@@ -79,9 +104,10 @@ class BlockRunner:
 
     ``params`` passed to :meth:`run` override tensors by their plain HF name
     (``model.layers.5.mlp.down_proj.weight``); everything else is the model's live weights.
+    ``attention`` picks the plain layers' attention kernel (:func:`runner_attention`).
     """
 
-    def __init__(self, bridge: Any, first: int, last: int) -> None:
+    def __init__(self, bridge: Any, first: int, last: int, attention: str = "auto") -> None:
         n_layers = bridge.cfg.n_layers
         if not 0 <= first <= last < n_layers:
             raise ValueError(f"Blocks {first}..{last} are out of range for a model with {n_layers} layers")
@@ -94,6 +120,9 @@ class BlockRunner:
         for name, tensor in list(self.hf_model.named_parameters()) + list(self.hf_model.named_buffers()):
             hf_names.setdefault(id(tensor), readable_name(name))
         self.hf_names = set(hf_names.values())
+        self.attention_implementation = runner_attention(self.hf_model.config, attention)
+        self._layer_config = copy.copy(self.hf_model.config)
+        self._layer_config._attn_implementation = self.attention_implementation
         # Per block: the module to call and its tensors as (name inside the module, HF name, tensor).
         self._layers: list[tuple[nn.Module, list[tuple[str, str, torch.Tensor]], torch.device]] = []
         self.plain_blocks: list[int] = []
@@ -123,7 +152,7 @@ class BlockRunner:
             self._layers.append((module, entries, _module_device(original)))
 
     def _plain_layer(self, layer_class: type, index: int) -> nn.Module:
-        config = self.hf_model.config
+        config = self._layer_config
         with torch.device("meta"):
             try:
                 layer = layer_class(config, layer_idx=index)

@@ -17,6 +17,7 @@ row pads included, means over all positions).
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -62,15 +63,25 @@ def metric_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return attention_mask.bool() & ~first
 
 
+def token_norm_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean L2 norm over the tokens where ``mask`` is true, as a 0-d tensor (NaN for no tokens; no host sync)."""
+    mask = mask.to(h.device, torch.float32)
+    return (h.float().norm(dim=-1) * mask).sum() / mask.sum()
+
+
+def token_cosine_mean(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean cosine of ``a`` and ``b`` over the tokens where ``mask`` is true, as a 0-d tensor (no host sync)."""
+    mask = mask.to(a.device, torch.float32)
+    cos = torch.nn.functional.cosine_similarity(a.float(), b.to(a.device).float(), dim=-1)
+    return (cos * mask).sum() / mask.sum()
+
+
 def mean_token_norm(h: torch.Tensor, mask: torch.Tensor) -> float:
-    mask = mask.to(h.device)
-    return float(h.float().norm(dim=-1)[mask].mean()) if mask.any() else float("nan")
+    return float(token_norm_mean(h, mask))
 
 
 def mean_token_cosine(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
-    mask = mask.to(a.device)
-    cos = torch.nn.functional.cosine_similarity(a.float(), b.float(), dim=-1)
-    return float(cos[mask].mean()) if mask.any() else float("nan")
+    return float(token_cosine_mean(a, b, mask))
 
 
 @dataclass
@@ -146,7 +157,9 @@ class RMUTrainer:
                 f"hook_point {cfg.read_hook!r} reads block {self.read_block}'s output, before update layer "
                 f"{max(cfg.update_layers)}: those parameters could not change it"
             )
-        self.runner = BlockRunner(model, self.first, self.read_block)
+        # Reference mode matches the official loop bit for bit, which runs the bridge's eager attention;
+        # otherwise the runner's layers use SDPA where the model allows it (same math, fused kernel).
+        self.runner = BlockRunner(model, self.first, self.read_block, attention="eager" if cfg.reference else "auto")
         self._check_trained_inside_runner()
         self.alphas = dict(zip(self.topics, cfg.per_topic("alpha", len(self.topics))))
         self.max_lengths = dict(zip(self.topics, cfg.per_topic("max_length", len(self.topics))))
@@ -302,13 +315,18 @@ class RMUTrainer:
             updated_retain, frozen_retain.to(updated_retain.device), self._loss_mask(retain_batch)
         )
         loss = forget_loss + retain_loss.to(forget_loss.device)
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"Step {self.step}: loss is {loss.item()} (forget {forget_loss.item()}, retain {retain_loss.item()}); "
-                f"lower lr or steering_coeff and start again; a run directory keeps its last good checkpoint."
-            )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # One host sync for the three losses; a non-finite loss stops before the optimizer touches a weight.
+        loss_value, forget_value, retain_value = torch.stack(
+            [loss.detach(), forget_loss.detach(), retain_loss.detach().to(loss.device)]
+        ).tolist()
+        if not math.isfinite(loss_value):
+            self.optimizer.zero_grad(set_to_none=True)
+            raise NonFiniteLossError(
+                f"Step {self.step}: loss is {loss_value} (forget {forget_value}, retain {retain_value}); "
+                f"lower lr or steering_coeff and start again; a run directory keeps its last good checkpoint."
+            )
         mask_untrained_experts(self.trained)
         self._updating = True
         self.optimizer.step()
@@ -316,20 +334,25 @@ class RMUTrainer:
         record: dict[str, Any] = {
             "step": self.step,
             "topic": topic,
-            "loss": loss.item(),
-            "forget_loss": forget_loss.item(),
-            "retain_loss": retain_loss.item(),
+            "loss": loss_value,
+            "forget_loss": forget_value,
+            "retain_loss": retain_value,
             "steering_coeff": self.steering_coeffs[topic],
         }
         with torch.no_grad():
             forget_tokens, retain_tokens = metric_mask(forget_batch.attention_mask), metric_mask(retain_batch.attention_mask)
-            record["forget_norm"] = mean_token_norm(updated_forget, forget_tokens)
-            record["retain_norm"] = mean_token_norm(updated_retain, retain_tokens)
-            record["retain_cos"] = mean_token_cosine(updated_retain, frozen_retain, retain_tokens)
+            metrics = {
+                "forget_norm": token_norm_mean(updated_forget, forget_tokens),
+                "retain_norm": token_norm_mean(updated_retain, retain_tokens),
+                "retain_cos": token_cosine_mean(updated_retain, frozen_retain, retain_tokens),
+            }
             if self.step % cfg.metrics_every == 0:
                 frozen_forget = self.runner.run(forget_inputs, self.frozen)
-                record["forget_cos"] = mean_token_cosine(updated_forget, frozen_forget, forget_tokens)
-                record["frozen_forget_norm"] = mean_token_norm(frozen_forget, forget_tokens)
+                metrics["forget_cos"] = token_cosine_mean(updated_forget, frozen_forget, forget_tokens)
+                metrics["frozen_forget_norm"] = token_norm_mean(frozen_forget, forget_tokens)
+            # One host sync for every metric of the step.
+            values = torch.stack([m.to(updated_forget.device) for m in metrics.values()]).tolist()
+            record.update(zip(metrics, values))
         record["seconds"] = time.perf_counter() - started
         self.step += 1
         self._updating = False
