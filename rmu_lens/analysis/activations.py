@@ -289,6 +289,10 @@ def collect_activations(
     real tokens of each row are left out of ``mask`` and of the mean. When the result would exceed
     ``memory_limit_mb`` it is spilled to safetensors shards under ``spill_dir`` (a temporary
     directory by default, deleted with the result). Values come back in float32 on the CPU.
+
+    Under torchrun (an initialised torch.distributed group) each rank runs every world_size-th batch
+    and the results are gathered, so every rank returns all rows. Spilled shards go to one folder
+    every rank can read: ``spill_dir``, or a temporary folder rank 0 makes (same machine only).
     """
     if reduce not in REDUCTIONS:
         raise ValueError(f"reduce={reduce!r}; choose None (per token), 'mean' or 'last'")
@@ -315,10 +319,17 @@ def collect_activations(
     per_value = d_model * 4 * (n_seq if reduce else n_seq * width)
     spill = per_value * len(names) / 2**20 > memory_limit_mb
     result = Activations(names, attention_mask, mask, reduce, skip_first)
+    rank, world = _distributed()
     if spill:
         if spill_dir is None:
-            result._owned_dir = Path(tempfile.mkdtemp(prefix="rmu_lens-activations-"))
-            result.spill_dir = result._owned_dir
+            made = [str(Path(tempfile.mkdtemp(prefix="rmu_lens-activations-"))) if rank == 0 else None]
+            if world > 1:
+                import torch.distributed as dist
+
+                dist.broadcast_object_list(made, src=0)
+            result.spill_dir = Path(made[0])
+            if rank == 0:
+                result._owned_dir = result.spill_dir
         else:
             result.spill_dir = Path(spill_dir)
             result.spill_dir.mkdir(parents=True, exist_ok=True)
@@ -342,7 +353,9 @@ def collect_activations(
 
     fwd_hooks = [(name, keep(name)) for name in names]
     n_batches = math.ceil(n_seq / batch_size)
-    for index in tqdm(range(n_batches), desc="activations", unit="batch", disable=not progress, dynamic_ncols=True):
+    mine = range(rank, n_batches, world)
+    gathered: dict[int, dict[str, torch.Tensor]] = {}
+    for index in tqdm(mine, desc="activations", unit="batch", disable=not progress or rank != 0, dynamic_ncols=True):
         start = index * batch_size
         rows = slice(start, min(n_seq, start + batch_size))
         row_mask = attention_mask[rows]
@@ -379,13 +392,47 @@ def collect_activations(
             path = result.spill_dir / f"shard-{index:05d}.safetensors"
             save_file(outputs, str(path))
             result.shards.append((path, rows.start, rows.stop - rows.start, length))
+        elif world > 1:
+            gathered[index] = outputs
         else:
-            for name, value in outputs.items():
-                if reduce:
-                    result.values[name][rows] = value
-                else:
-                    result.values[name][rows, :length] = value
+            _store(result, outputs, rows, length)
+    if world > 1:
+        _gather_batches(result, gathered, world, batch_size, n_seq, attention_mask)
     return result
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _store(result: Activations, outputs: dict[str, torch.Tensor], rows: slice, length: int) -> None:
+    for name, value in outputs.items():
+        if result.reduce:
+            result.values[name][rows] = value
+        else:
+            result.values[name][rows, :length] = value
+
+
+def _gather_batches(result: Activations, gathered: dict, world: int, batch_size: int, n_seq: int,
+                    attention_mask: torch.Tensor) -> None:
+    """Every rank's batches (or spilled shard entries) into every rank's result, in row order."""
+    import torch.distributed as dist
+
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, result.shards if result.spill_dir is not None else gathered)
+    if result.spill_dir is not None:
+        result.shards = sorted((entry for part in parts for entry in part), key=lambda entry: entry[1])
+        return
+    for part in parts:
+        for index, outputs in part.items():
+            rows = slice(index * batch_size, min(n_seq, (index + 1) * batch_size))
+            length = int(torch.nonzero(attention_mask[rows].any(0)).flatten().max()) + 1
+            _store(result, outputs, rows, length)
 
 
 def answer_position_activations(
