@@ -9,7 +9,7 @@
 | runner.py   | BlockRunner: blocks first..l only, functional weights                   |
 | optim.py    | LegacyAdamW (transformers 4.x AdamW, as the official code)              |
 | prefix.py   | PrefixCache: frozen prefix activations shared by the runs of a sweep    |
-| trainer.py  | RMUTrainer and unlearn()                                                 |
+| trainer.py  | RMUTrainer (state_dict / load_state_dict / run_facts) and unlearn()     |
 | record.py   | RMURun: one run's record; RMURun.load(path) reads a run directory back  |
 | rundir.py   | run directory: writes run.json, checkpoints, resume, model/             |
 
