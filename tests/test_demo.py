@@ -208,13 +208,16 @@ def test_analyze_command_reports_on_a_run_directory(tmp_path, capsys):
         parse_dataset("virology=bundled:virology:sideways")
 
 
-def test_analyze_refuses_a_run_whose_corpora_cannot_be_read_again(tmp_path):
+def test_analyze_refuses_a_run_whose_corpora_cannot_be_read_again(make_tiny, tmp_path):
+    from rmu_lens.rmu import RMUConfig, unlearn
+
     run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "run.json").write_text(json.dumps({"data": {"forget": [{"name": "bio", "source": "in-memory texts"}],
-                                                           "retain": []}}), encoding="utf-8")
-    with pytest.raises(ValueError, match="--data"):
+    config = RMUConfig(layer=1, steering_coeff=8.0, alpha=5.0, batch_size=2, max_batches=1, max_length=16,
+                       retain_max_length=16, checkpoint_every=0)
+    unlearn(make_tiny(n_layers=2), {"bio": texts("bio", 2)}, texts("retain", 2), config, out=run_dir, progress=False)
+    with pytest.raises(ValueError, match="--data"):  # the texts were given in memory: run.json cannot re-read them
         run_analysis("unused", run_dir, tmp_path / "out", log=lambda line: None)
+    assert not (tmp_path / "out").exists()
 
 
 def test_build_parser_does_not_import_torch():

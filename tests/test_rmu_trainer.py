@@ -258,3 +258,25 @@ def test_pre_tokenized_batches_train_like_the_same_texts(make_tiny):
 
     token_run = rl.unlearn(bridge, {k: tokenized(v) for k, v in forget.items()}, tokenized(retain), small_config(max_batches=4), progress=False)
     assert [h["forget_loss"] for h in token_run.history] == pytest.approx([h["forget_loss"] for h in text_run.history], rel=1e-6)
+
+
+def test_a_trainer_given_another_trainers_state_dict_continues_to_the_same_weights(make_tiny):
+    import copy
+
+    from rmu_lens.rmu.trainer import RMUTrainer
+
+    forget, retain = data()
+    config = small_config(max_batches=4, adaptive_beta=2.0, checkpoint_every=0)
+    uninterrupted = RMUTrainer(make_tiny(n_layers=4, seed=3), forget, retain, config)
+    uninterrupted.train(progress=False)
+    first = RMUTrainer(make_tiny(n_layers=4, seed=3), forget, retain, config)
+    for _ in range(2):
+        first.history.append(first.train_step())
+    second = RMUTrainer(make_tiny(n_layers=4, seed=3), forget, retain, config)
+    second.load_state_dict(copy.deepcopy(first.state_dict()))
+    del first
+    second.train(progress=False)
+    assert second.steering_coeffs == uninterrupted.steering_coeffs  # calibrated once, not again on resume
+    assert [h["step"] for h in second.history] == [0, 1, 2, 3]
+    for mine, reference in zip(second.trained, uninterrupted.trained, strict=True):
+        assert torch.equal(mine.parameter, reference.parameter), mine.hf_name

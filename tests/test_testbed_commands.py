@@ -45,7 +45,7 @@ def test_testbed_command_writes_the_measurement_of_separate_evaluations(testbed,
 
 
 def test_overlap_sweep_row_holds_the_drops_of_separate_evaluations(testbed, evaluations):
-    from rmu_lens.analysis.damage import overlap_sweep
+    from rmu_lens.testbed import overlap_sweep
 
     sweep = overlap_sweep((0.5,), seed=0, size="small", max_texts=8, progress=False)
     (row,) = sweep.rows

@@ -5,7 +5,7 @@
 | activations.py | tokenize(); collect_activations(): hook names → per-token or per-sequence tensors, spilled to safetensors shards past a memory limit; answer_position_activations() |
 | collapse.py    | norms, cos to u / all-ones / u⊥, distance to c·u, dispersion; CollapseAnalysis        |
 | probes.py      | LinearProbe (sklearn); probe_layers(): CV accuracy, Wilson CI, transfer; ProbeAnalysis |
-| damage.py      | DamageAnalysis: accuracy change × representation shift; overlap_sweep() on the testbed |
+| damage.py      | DamageAnalysis: accuracy change × representation shift; OverlapSweep (its rows)     |
 | analyze.py     | analyze() / analyze_run(): all of the above for a base and an unlearned model        |
 
     texts ─▶ tokenize (one batch, both models) ─▶ collect_activations(base) ┐
@@ -13,7 +13,8 @@
     per-sequence means / answer-position activations ─▶ probe_layers ─▶ ProbeAnalysis
     eval.compare(...) + CollapseAnalysis ─▶ DamageAnalysis
 
-Figures of these results are in ``rmu_lens.plots.representations``.
+Figures of these results are in ``rmu_lens.plots.representations``; the overlap sweep (a testbed
+experiment) is ``rmu_lens.testbed.overlap_sweep``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from rmu_lens.analysis.activations import (
 )
 from rmu_lens.analysis.analyze import Analysis, analyze, analyze_run, knowledge_probe
 from rmu_lens.analysis.collapse import CollapseAnalysis, collapse_stats
-from rmu_lens.analysis.damage import DamageAnalysis, OverlapSweep, overlap_sweep
+from rmu_lens.analysis.damage import DamageAnalysis, OverlapSweep
 from rmu_lens.analysis.probes import LinearProbe, ProbeAnalysis, probe_layers
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "collapse_stats",
     "collect_activations",
     "knowledge_probe",
-    "overlap_sweep",
     "probe_layers",
     "resid_post_hooks",
     "tokenize",

@@ -309,30 +309,13 @@ def _model_name(model: Any) -> str:
 
 def run_inputs(run: Any) -> dict[str, Any]:
     """control_vectors, steering_coeffs, layer (and the run directory's model path) from an RMURun or a run directory."""
-    from rmu_lens.rmu.runner import block_output_index
+    from rmu_lens.rmu.record import RMURun
 
-    if hasattr(run, "control_vectors") and hasattr(run, "steering_coeffs"):
-        n_layers = run.model.cfg.n_layers if run.model is not None else 10**6
-        return {
-            "control_vectors": dict(run.control_vectors), "steering_coeffs": dict(run.steering_coeffs),
-            "layer": block_output_index(run.config.read_hook, n_layers), "model": run.model, "model_dir": None,
-        }
-    from rmu_lens._io import load_tensors
-    from rmu_lens.rmu.rundir import read_run
-
-    directory = Path(run)
-    info = read_run(directory)
-    vectors_file = directory / "control_vectors.safetensors"
-    if not vectors_file.is_file():
-        raise FileNotFoundError(f"{directory} has no control_vectors.safetensors: is it a complete rmu_lens run directory?")
-    tensors = load_tensors(vectors_file)
-    topics = info["topics"]
+    if not isinstance(run, RMURun):
+        run = RMURun.load(run)
     return {
-        "control_vectors": {t: tensors[f"u.{t}"] for t in topics},
-        "steering_coeffs": {t: float(info["steering_coeffs"][t]) for t in topics},
-        "layer": block_output_index(info["read_hook"], info["model"]["n_layers"]),
-        "model": None,
-        "model_dir": directory / "model",
+        "control_vectors": dict(run.control_vectors), "steering_coeffs": dict(run.steering_coeffs),
+        "layer": run.layer, "model": run.model, "model_dir": run.model_dir,
     }
 
 
@@ -349,7 +332,7 @@ def analyze_run(
         unlearned_model = inputs["model"]
     if unlearned_model is None:
         model_dir = inputs["model_dir"]
-        if not (model_dir / "config.json").is_file():
+        if model_dir is None or not (model_dir / "config.json").is_file():
             raise FileNotFoundError(f"{model_dir} holds no saved model: the run did not finish, or pass unlearned_model=")
         from rmu_lens.models import load_model
 

@@ -173,28 +173,24 @@ _nan_back = from_finite_json
 
 def _run_settings(unlearned: Any, run: Any) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """(bridge, run facts, control vectors) from a bridge plus an optional RMURun / run directory / run.json dict."""
-    from rmu_lens.rmu.trainer import RMURun
+    from rmu_lens.rmu.record import RMURun, hook_block
 
     if isinstance(unlearned, RMURun):
         run, unlearned = unlearned, unlearned.model
+        if unlearned is None:
+            raise TypeError(f"unlearned: the RMURun read from {run.out} holds no model; load {run.model_dir} and pass it")
+    if isinstance(run, (str, os.PathLike)):
+        run = RMURun.load(run)
     facts: dict[str, Any] = {}
     vectors: dict[str, Any] = {}
     if isinstance(run, RMURun):
-        facts = {"layer": run.config.layer, "update_layers": list(run.config.update_layers),
-                 "steering_coeffs": dict(run.steering_coeffs), "out": str(run.out) if run.out else None}
+        facts = {"layer": run.layer, "update_layers": list(run.config.update_layers),
+                 "steering_coeffs": dict(run.steering_coeffs), "out": os.fspath(run.out) if run.out else None}
         vectors = dict(run.control_vectors)
-    elif isinstance(run, (str, os.PathLike)):
-        from rmu_lens._io import load_tensors
-        from rmu_lens.rmu.rundir import read_run
-
-        saved = read_run(run)
-        facts = {"layer": saved["config"]["layer"], "update_layers": saved["config"]["update_layers"],
-                 "steering_coeffs": saved.get("steering_coeffs"), "out": os.fspath(run)}
-        tensors = load_tensors(Path(run) / "control_vectors.safetensors")
-        vectors = {k[len("u."):]: v for k, v in tensors.items() if k.startswith("u.")}
     elif isinstance(run, Mapping):
         config = run.get("config", run)
-        facts = {"layer": config["layer"], "update_layers": config.get("update_layers") or
+        hook = config.get("hook_point") or f"blocks.{config['layer']}.hook_resid_post"
+        facts = {"layer": hook_block(hook), "update_layers": config.get("update_layers") or
                  list(range(max(0, config["layer"] - 2), config["layer"] + 1))}
     elif run is not None:
         raise TypeError(f"run: expected an RMURun, a run directory or a run.json dict, not {type(run).__name__}")

@@ -386,9 +386,10 @@ class RMULensMagics(Magics):
         display(HTML(analysis_html(analysis)))
 
     def _run(self, name: str) -> Any:
-        """An RMURun from a notebook variable (or finished job), or a run directory path."""
+        """An RMURun from a notebook variable (or finished job), or read from a run directory path."""
+        from rmu_lens.errors import RMULensError
         from rmu_lens.jupyter.dashboard import TrainingJob
-        from rmu_lens.rmu.trainer import RMURun
+        from rmu_lens.rmu.record import RMURun
 
         value = self._lookup(name)
         if isinstance(value, TrainingJob):
@@ -401,12 +402,14 @@ class RMULensMagics(Magics):
             raise UsageError(f"{name} holds a {type(value).__name__}, not an RMURun (from %rmu_unlearn)")
         if not (Path(name).expanduser() / "run.json").is_file():
             raise UsageError(f"{name} is neither a notebook variable nor a run directory (no run.json)")
-        return Path(name).expanduser()
+        try:
+            return RMURun.load(Path(name).expanduser())
+        except RMULensError as error:
+            raise UsageError(f"{name}: {error}") from error
 
     def _recorded_base(self, run: Any, name: str) -> str:
-        from rmu_lens.rmu.rundir import read_run
-
-        recorded = read_run(run)["model"]["name_or_path"] if isinstance(run, Path) else ""
+        """The base model a run read back from its directory recorded, when that is a local directory."""
+        recorded = run.record.get("model", {}).get("name_or_path", "") if run.model is None else ""
         if recorded and Path(recorded).is_dir():
             return recorded
         raise UsageError(

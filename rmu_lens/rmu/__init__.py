@@ -8,14 +8,17 @@
 | batches.py  | forget/retain sources, tokenization, the official step schedule        |
 | runner.py   | BlockRunner: blocks first..l only, functional weights                   |
 | optim.py    | LegacyAdamW (transformers 4.x AdamW, as the official code)              |
-| trainer.py  | RMUTrainer and unlearn()                                                 |
-| rundir.py   | run directory: run.json, checkpoints, resume, model/                    |
+| prefix.py   | PrefixCache: frozen prefix activations shared by the runs of a sweep    |
+| trainer.py  | RMUTrainer (state_dict / load_state_dict / run_facts) and unlearn()     |
+| record.py   | RMURun: one run's record; RMURun.load(path) reads a run directory back  |
+| rundir.py   | run directory: writes run.json, checkpoints, resume, model/             |
 
     texts ─▶ batches ─▶ runner.prefix (frozen blocks < first, shared) ─▶ runner.run (first..l)
           ─▶ forget MSE to c·u + alpha · retain MSE to frozen ─▶ optimizer ─▶ rundir
 """
 
 from rmu_lens.rmu.config import PROFILES, RMUConfig
-from rmu_lens.rmu.trainer import NonFiniteLossError, RMURun, RMUTrainer, unlearn
+from rmu_lens.rmu.record import RMURun
+from rmu_lens.rmu.trainer import NonFiniteLossError, RMUTrainer, unlearn
 
 __all__ = ["PROFILES", "RMUConfig", "RMURun", "RMUTrainer", "NonFiniteLossError", "unlearn"]

@@ -26,7 +26,7 @@ import shutil
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
@@ -41,9 +41,7 @@ from rmu_lens._io import (
     staging_name,
 )
 from rmu_lens.errors import OutputPathError, RMULensError, RunDirectoryError, RunLockedError
-
-if TYPE_CHECKING:
-    from rmu_lens.rmu.trainer import RMURun, RMUTrainer
+from rmu_lens.rmu.record import NotARunError, read_run  # read_run and NotARunError stay importable from here
 
 FORMAT = "rmu_lens.run/1"
 RUN_ENTRIES = ("run.json", "control_vectors.safetensors", "checkpoint", "model", DirectoryLock.NAME)
@@ -58,10 +56,6 @@ RESUME_HINT = "resume=True (--resume)"
 
 class RunExistsError(RMULensError, FileExistsError):
     """The output directory already holds a run and neither resume nor overwrite was asked for."""
-
-
-class NotARunError(RMULensError, FileNotFoundError):
-    """A path given as a run directory holds no run.json."""
 
 
 def is_run_entry(name: str) -> bool:
@@ -82,20 +76,6 @@ def package_versions() -> dict[str, str]:
 
 def tensor_sha256(tensor: torch.Tensor) -> str:
     return hashlib.sha256(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
-
-
-def read_run(path: str | Path) -> dict[str, Any]:
-    """The run.json of a run directory."""
-    file = Path(path) / "run.json"
-    if not file.is_file():
-        raise NotARunError(f"{path} is not an rmu_lens run directory (no run.json)")
-    try:
-        return json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise RunDirectoryError(
-            f"{file} is not readable JSON ({error}): the run record is damaged; pass overwrite=True (--overwrite) "
-            f"to start the run again, or choose another output directory"
-        ) from error
 
 
 def interrupted_swap(path: Path) -> Path | None:
@@ -179,8 +159,25 @@ def check_run_output(path: str | Path, *, resume: bool, overwrite: bool) -> None
         )
 
 
+class Resumable(Protocol):
+    """What a run directory needs from a trainer (:class:`~rmu_lens.rmu.trainer.RMUTrainer` is one).
+
+    ``state_dict()`` holds ``step``, ``history``, ``steering_coeffs``, ``calibrated``,
+    ``unit_vectors`` (topic -> u), ``trained`` (HF name -> tensor) and ``optimizer``;
+    ``run_facts()`` is what run.json records besides progress (``config``, ``data``, ``topics`` ...).
+    """
+
+    model: Any
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+    def run_facts(self) -> dict[str, Any]: ...
+
+
 class RunDirectory:
-    """Reads and writes one run directory for a trainer.
+    """Reads and writes one run directory for a trainer, through its state and facts only (:class:`Resumable`).
 
     ``path`` is the run's directory; ``work`` is where the files are written while training: the
     same directory, or (overwriting an existing run) a hidden staging run inside it that replaces
@@ -210,7 +207,7 @@ class RunDirectory:
 
     # -- opening ----------------------------------------------------------------------------
 
-    def open(self, trainer: RMUTrainer, *, resume: bool, overwrite: bool) -> None:
+    def open(self, trainer: Resumable, *, resume: bool, overwrite: bool) -> None:
         """Prepare the directory: refuse to clobber a run, resume one, or start fresh; take the lock."""
         check_run_output(self.path, resume=resume, overwrite=overwrite)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -224,7 +221,7 @@ class RunDirectory:
             if (self.path / "run.json").is_file():
                 self.work = staging_name(self.path / "overwrite", separator="-")
                 self.work.mkdir()
-            self.base_hashes = {p.hf_name: tensor_sha256(p.parameter) for p in trainer.trained}
+            self.base_hashes = {name: tensor_sha256(t) for name, t in trainer.state_dict()["trained"].items()}
             self.write_run_json(trainer, "running")  # first: a directory with run.json is a run
             self.write_control_vectors(trainer)
         except BaseException:
@@ -269,16 +266,17 @@ class RunDirectory:
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         fsync_directory(self.path)
 
-    def _resume(self, trainer: RMUTrainer) -> None:
+    def _resume(self, trainer: Resumable) -> None:
         saved = read_run(self.path)
-        if saved["config"] != trainer.config.to_dict():
-            changed = sorted(k for k in saved["config"] if saved["config"][k] != trainer.config.to_dict().get(k))
+        facts = trainer.run_facts()
+        if saved["config"] != facts["config"]:
+            changed = sorted(k for k in saved["config"] if saved["config"][k] != facts["config"].get(k))
             raise RunDirectoryError(f"Cannot resume {self.path}: the config differs from the saved run in {changed}")
-        data = self.data_summary(trainer)
-        if saved["data"] != data:
+        if saved["data"] != facts["data"]:
             raise RunDirectoryError(f"Cannot resume {self.path}: the forget/retain data differ from the saved run (hashes)")
         self.base_hashes = saved["base_tensor_sha256"]
-        current = {p.hf_name: tensor_sha256(p.parameter) for p in trainer.trained}
+        trained = trainer.state_dict()["trained"]
+        current = {name: tensor_sha256(t) for name, t in trained.items()}
         if current != self.base_hashes:
             raise RunDirectoryError(
                 f"Cannot resume {self.path}: the model's trained tensors differ from the base model the run "
@@ -289,7 +287,7 @@ class RunDirectory:
         if not saved.get("steps_done", 0) and not checkpoint.exists() and not self.paths()["control_vectors"].exists():
             self.write_control_vectors(trainer)  # killed while opening: nothing trained yet, the vectors are redrawn
         vectors = self._read(self.paths()["control_vectors"], load_tensors)
-        trainer.unit_vectors = {t: vectors[f"u.{t}"] for t in trainer.topics}
+        trainer.load_state_dict({"unit_vectors": {t: vectors[f"u.{t}"] for t in facts["topics"]}})
         if not checkpoint.exists():
             if saved.get("steps_done", 0):
                 raise RunDirectoryError(
@@ -300,18 +298,14 @@ class RunDirectory:
         state = self._read(checkpoint / "state.json", lambda f: json.loads(Path(f).read_text(encoding="utf-8")))
         tensors = self._read(checkpoint / "trained.safetensors", load_tensors)
         optimizer = self._read(checkpoint / "optimizer.safetensors", load_tensors)
-        missing = [p.hf_name for p in trainer.trained if p.hf_name not in tensors]
+        missing = [name for name in trained if name not in tensors]
         if missing or not isinstance(state.get("step"), int) or len(state.get("history", ())) != state["step"]:
             raise self._damaged(checkpoint, f"missing tensors {missing[:3]}" if missing else "inconsistent state.json")
-        with torch.no_grad():
-            for p in trainer.trained:
-                p.parameter.copy_(tensors[p.hf_name].to(p.parameter.device, p.parameter.dtype))
-        trainer.optimizer.load_state_dict(_unflatten_optimizer(optimizer, state["optimizer"]))
-        trainer.step = state["step"]
-        trainer.history = state["history"]
-        trainer.steering_coeffs = state["steering_coeffs"]
-        trainer.calibrated = True
-        self.checkpoint_step = trainer.step
+        trainer.load_state_dict({
+            "trained": tensors, "optimizer": _unflatten_optimizer(optimizer, state["optimizer"]), "step": state["step"],
+            "history": state["history"], "steering_coeffs": state["steering_coeffs"], "calibrated": True,
+        })
+        self.checkpoint_step = state["step"]
 
     def _read(self, file: Path, reader: Any) -> Any:
         if not file.is_file():
@@ -329,25 +323,20 @@ class RunDirectory:
 
     # -- writing ----------------------------------------------------------------------------
 
-    def data_summary(self, trainer: RMUTrainer) -> dict[str, Any]:
-        size = trainer.config.batch_size
-        return {"forget": [s.summary(size) for s in trainer.forget], "retain": [s.summary(size) for s in trainer.retain]}
-
-    def write_control_vectors(self, trainer: RMUTrainer) -> None:
-        tensors = {f"u.{t}": trainer.unit_vectors[t] for t in trainer.topics}
-        tensors.update({f"target.{t}": trainer.steering_coeffs[t] * trainer.unit_vectors[t] for t in trainer.topics})
+    def write_control_vectors(self, trainer: Resumable) -> None:
+        state = trainer.state_dict()
+        vectors, coefficients = state["unit_vectors"], state["steering_coeffs"]
+        tensors = {f"u.{t}": u for t, u in vectors.items()}
+        tensors.update({f"target.{t}": coefficients[t] * u for t, u in vectors.items()})
         atomic_save_tensors(
             self.work / "control_vectors.safetensors", tensors,
-            metadata={"steering_coeffs": json.dumps(trainer.steering_coeffs), "topics": json.dumps(trainer.topics)},
+            metadata={"steering_coeffs": json.dumps(coefficients), "topics": json.dumps(list(vectors))},
         )
 
-    def write_run_json(self, trainer: RMUTrainer, status: str, steps_done: int | None = None, error: str | None = None) -> None:
+    def write_run_json(self, trainer: Resumable, status: str, steps_done: int | None = None, error: str | None = None) -> None:
         """Write run.json; ``steps_done`` (default: the trainer's step) is the step a resume starts from."""
-        from rmu_lens.rmu.trainer import METRIC_TOKENS
-
-        cfg = trainer.config
-        model = trainer.model
-        steps_done = trainer.step if steps_done is None else steps_done
+        state = trainer.state_dict()
+        steps_done = state["step"] if steps_done is None else steps_done
         extra = {} if error is None else {"error": error, "resume": f"{RESUME_HINT} continues from step {steps_done}"}
         atomic_write_json(self.work / "run.json", {
             "format": FORMAT,
@@ -355,35 +344,14 @@ class RunDirectory:
             **extra,
             "started_at": self.started_at,
             "updated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "config": cfg.to_dict(),
-            "model": {
-                "name_or_path": str(getattr(model.original_model, "name_or_path", "")),
-                "architecture": type(model.original_model).__name__,
-                "n_layers": model.cfg.n_layers,
-                "d_model": model.cfg.d_model,
-                "dtype": str(next(model.parameters()).dtype),
-            },
-            "read_hook": cfg.read_hook,
-            "topics": trainer.topics,
-            "steering_coeffs": trainer.steering_coeffs,
-            "alphas": trainer.alphas,
-            "max_lengths": trainer.max_lengths,
-            "control_vectors": "explicit (normalised to unit norm)" if trainer.explicit_control_vectors else f"torch.rand from seed {cfg.seed}, normalised",
-            "trained_parameters": [
-                {"bridge_name": p.bridge_name, "hf_name": p.hf_name, "shape": list(p.parameter.shape)} for p in trainer.trained
-            ],
+            **trainer.run_facts(),
             "base_tensor_sha256": self.base_hashes,
-            "data": self.data_summary(trainer),
-            "steps_total": trainer.n_steps,
             "steps_done": steps_done,
-            "loss_tokens": "every position, pads included (reference)" if cfg.reference else "real tokens (pads excluded)",
-            "positions": "0..T-1 on every row, left padding (reference)" if cfg.reference else "0..n-1 over real tokens, right padding",
-            "metric_tokens": METRIC_TOKENS,
             "versions": package_versions(),
-            "history": trainer.history[:steps_done],
+            "history": state["history"][:steps_done],
         })
 
-    def checkpoint(self, trainer: RMUTrainer, status: str = "running") -> None:
+    def checkpoint(self, trainer: Resumable, status: str = "running") -> None:
         """Save trained tensors, optimizer state and history; swap the new checkpoint in atomically.
 
         The files are staged under a per-process name and fsynced; the swap renames the current
@@ -394,11 +362,13 @@ class RunDirectory:
         staging = staging_name(final, separator="-")
         staging.mkdir()
         try:
-            atomic_save_tensors(staging / "trained.safetensors", {p.hf_name: p.parameter for p in trainer.trained})
-            tensors, layout = _flatten_optimizer(trainer.optimizer.state_dict())
+            state = trainer.state_dict()
+            atomic_save_tensors(staging / "trained.safetensors", state["trained"])
+            tensors, layout = _flatten_optimizer(state["optimizer"])
             atomic_save_tensors(staging / "optimizer.safetensors", tensors)
             atomic_write_json(staging / "state.json", {
-                "step": trainer.step, "history": trainer.history, "steering_coeffs": trainer.steering_coeffs, "optimizer": layout,
+                "step": state["step"], "history": state["history"], "steering_coeffs": state["steering_coeffs"],
+                "optimizer": layout,
             })
             fsync_tree(staging)
             shutil.rmtree(old, ignore_errors=True)
@@ -409,15 +379,15 @@ class RunDirectory:
             shutil.rmtree(staging, ignore_errors=True)
             raise
         shutil.rmtree(old, ignore_errors=True)
-        self.checkpoint_step = trainer.step
+        self.checkpoint_step = state["step"]
         self.write_control_vectors(trainer)
         self.write_run_json(trainer, status)
 
-    def mark(self, trainer: RMUTrainer, status: str, error: str | None = None) -> None:
+    def mark(self, trainer: Resumable, status: str, error: str | None = None) -> None:
         """Record a status (e.g. failed) without touching the last checkpoint, which a resume starts from."""
         self.write_run_json(trainer, status, steps_done=self.checkpoint_step or 0, error=error)
 
-    def fail(self, trainer: RMUTrainer, status: str, error: BaseException, *, consistent: bool) -> None:
+    def fail(self, trainer: Resumable, status: str, error: BaseException, *, consistent: bool) -> None:
         """After an error or an interrupt: keep a resumable state and record what happened.
 
         ``consistent``: the trainer's weights, optimizer state and step agree (no update half-done),
@@ -430,7 +400,7 @@ class RunDirectory:
             return
         message = f"{type(error).__name__}: {error}"
         try:
-            if consistent and trainer.step > (self.checkpoint_step or 0):
+            if consistent and trainer.state_dict()["step"] > (self.checkpoint_step or 0):
                 self.checkpoint(trainer, status)
                 self.write_run_json(trainer, status, error=message)
                 return
@@ -441,19 +411,19 @@ class RunDirectory:
         except OSError:
             pass
 
-    def finish(self, trainer: RMUTrainer, run: RMURun) -> None:
+    def finish(self, trainer: Resumable, status: str) -> None:
         """Save the edited model; a finished run drops its checkpoint, a stopped one keeps it for resuming.
 
         An overwrite's finished run then replaces the old run; a stopped overwrite is discarded.
         """
         from rmu_lens.models import save_hf_model
 
-        if run.status == "stopped":
+        if status == "stopped":
             self.checkpoint(trainer, status="stopped")
         save_hf_model(trainer.model, self.work / "model")
         self.write_control_vectors(trainer)
-        self.write_run_json(trainer, run.status)
-        if run.status == "finished":
+        self.write_run_json(trainer, status)
+        if status == "finished":
             shutil.rmtree(self.work / "checkpoint", ignore_errors=True)
             if self.replacing:
                 self._swap_in(self.work)

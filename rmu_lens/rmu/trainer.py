@@ -23,7 +23,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from rmu_lens.rmu.control import check_control_vectors, draw_unit_vectors
 from rmu_lens.rmu.optim import LegacyAdamW, MasterWeights
 from rmu_lens.rmu.params import TrainedParameter, block_index, mask_untrained_experts, resolve_parameters
 from rmu_lens.rmu.prefix import PrefixCache
+from rmu_lens.rmu.record import RMURun
 from rmu_lens.rmu.rundir import RunDirectory
 from rmu_lens.rmu.runner import BlockInputs, BlockRunner, block_output_index
 
@@ -82,41 +82,6 @@ def mean_token_norm(h: torch.Tensor, mask: torch.Tensor) -> float:
 
 def mean_token_cosine(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> float:
     return float(token_cosine_mean(a, b, mask))
-
-
-@dataclass
-class RMURun:
-    """The outcome of :func:`unlearn`: the edited model, its history and where everything was written."""
-
-    model: Any
-    config: RMUConfig
-    topics: list[str]
-    steering_coeffs: dict[str, float]
-    control_vectors: dict[str, torch.Tensor]
-    """Unit vectors u per topic; the target is ``steering_coeffs[topic] * u``."""
-    history: list[dict[str, Any]]
-    trained_parameters: list[str]
-    status: str
-    out: Path | None = None
-    paths: dict[str, Path] = field(default_factory=dict)
-
-    def targets(self) -> dict[str, torch.Tensor]:
-        """c·u per topic."""
-        return {t: self.steering_coeffs[t] * self.control_vectors[t] for t in self.topics}
-
-    def _repr_html_(self) -> str:
-        from html import escape
-
-        last = self.history[-1] if self.history else {}
-        rows = "".join(
-            f"<tr><td>{escape(str(k))}</td><td>{escape(f'{v:.4g}' if isinstance(v, float) else str(v))}</td></tr>"
-            for k, v in last.items()
-        )
-        where = escape(str(self.out)) if self.out else "not saved"
-        return (
-            f"<b>RMU run</b> ({escape(self.status)}, {len(self.history)} steps, topics "
-            f"{escape(', '.join(self.topics))}) at <code>{where}</code><table>{rows}</table>"
-        )
 
 
 class RMUTrainer:
@@ -278,6 +243,74 @@ class RMUTrainer:
         self.calibrated = True
         return self.steering_coeffs
 
+    # -- state ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """What resuming needs: step, history, coefficients, control vectors, trained tensors, optimizer state.
+
+        Tensors are the live ones (no copies); :class:`~rmu_lens.rmu.rundir.RunDirectory` saves them.
+        """
+        return {
+            "step": self.step,
+            "history": self.history,
+            "steering_coeffs": self.steering_coeffs,
+            "calibrated": self.calibrated,
+            "unit_vectors": {t: self.unit_vectors[t] for t in self.topics},
+            "trained": {p.hf_name: p.parameter for p in self.trained},
+            "optimizer": self.optimizer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore (part of) a :meth:`state_dict`; keys left out keep their values.
+
+        A run interrupted before its first checkpoint restores only its ``unit_vectors``.
+        """
+        if "unit_vectors" in state:
+            self.unit_vectors = {t: state["unit_vectors"][t] for t in self.topics}
+        if "trained" in state:
+            missing = [p.hf_name for p in self.trained if p.hf_name not in state["trained"]]
+            if missing:
+                raise KeyError(f"the state has no values for the trained tensors {missing[:3]}")
+            with torch.no_grad():
+                for p in self.trained:
+                    p.parameter.copy_(state["trained"][p.hf_name].to(p.parameter.device, p.parameter.dtype))
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        for name in ("step", "history", "steering_coeffs", "calibrated"):
+            if name in state:
+                setattr(self, name, state[name])
+
+    def run_facts(self) -> dict[str, Any]:
+        """What run.json records about this run besides its progress: config, model, topics, data, tokens."""
+        cfg, model = self.config, self.model
+        size = cfg.batch_size
+        return {
+            "config": cfg.to_dict(),
+            "model": {
+                "name_or_path": str(getattr(model.original_model, "name_or_path", "")),
+                "architecture": type(model.original_model).__name__,
+                "n_layers": model.cfg.n_layers,
+                "d_model": model.cfg.d_model,
+                "dtype": str(next(model.parameters()).dtype),
+            },
+            "read_hook": cfg.read_hook,
+            "topics": self.topics,
+            "steering_coeffs": self.steering_coeffs,
+            "alphas": self.alphas,
+            "max_lengths": self.max_lengths,
+            "control_vectors": "explicit (normalised to unit norm)" if self.explicit_control_vectors
+            else f"torch.rand from seed {cfg.seed}, normalised",
+            "trained_parameters": [
+                {"bridge_name": p.bridge_name, "hf_name": p.hf_name, "shape": list(p.parameter.shape)} for p in self.trained
+            ],
+            "data": {"forget": [s.summary(size) for s in self.forget], "retain": [s.summary(size) for s in self.retain]},
+            "steps_total": self.n_steps,
+            "loss_tokens": "every position, pads included (reference)" if cfg.reference else "real tokens (pads excluded)",
+            "positions": "0..T-1 on every row, left padding (reference)" if cfg.reference
+            else "0..n-1 over real tokens, right padding",
+            "metric_tokens": METRIC_TOKENS,
+        }
+
     # -- the step -------------------------------------------------------------------------
 
     def _frozen_retain(self, key: tuple[int, int], batch: TokenBatch) -> tuple[BlockInputs, torch.Tensor]:
@@ -403,7 +436,7 @@ class RMUTrainer:
                 raise KeyboardInterrupt(f"interrupted after step {self.step}")
             run = self.result(status, run_dir)
             if run_dir is not None:
-                run_dir.finish(self, run)
+                run_dir.finish(self, run.status)
         except BaseException as error:
             if run_dir is not None:
                 # Weights, optimizer state, step and history agree unless an update was cut short; a
@@ -456,6 +489,7 @@ class RMUTrainer:
             status=status,
             out=run_dir.path if run_dir else None,
             paths=run_dir.paths() if run_dir else {},
+            n_layers=self.model.cfg.n_layers,
         )
 
 

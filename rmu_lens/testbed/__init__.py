@@ -10,6 +10,7 @@ fact is known, so "RMU removed X and damaged Y" can be measured rather than gues
 | train.py      | size presets; train a small Llama with plain torch on the CPU                 |
 | testbed.py    | load_testbed(): cached build, Testbed (bridge, questions, corpora), RMU preset |
 | experiment.py | measure(): accuracy per domain before / after RMU, adjacent drop              |
+| overlap.py    | overlap_sweep(): one testbed per overlap setting, adjacent damage and shift    |
 | __main__.py   | ``python -m rmu_lens.testbed``: the measurement from the command line          |
 
     make_world ─▶ render (documents, questions) ─▶ tokenizer ─▶ train ─▶ cache dir (HF model + world.json)
@@ -33,6 +34,7 @@ _EXPORTS = {
     "testbed_rmu_config": "rmu_lens.testbed.testbed",
     "World": "rmu_lens.testbed.world",
     "make_world": "rmu_lens.testbed.world",
+    "overlap_sweep": "rmu_lens.testbed.overlap",
 }
 __all__ = sorted(_EXPORTS)
 
