@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from rmu_lens.cli import CONFIG_FLAGS, build_parser, main
+from rmu_lens.cli import build_parser, main
+from rmu_lens.flags import config_flags
 from rmu_lens.models import build_random_model, load_model, save_hf_model
 from rmu_lens.rmu.config import RMUConfig
 from tests.helpers import texts
@@ -25,15 +26,15 @@ def tiny_model_dir(tmp_path):
 
 
 def test_every_config_field_has_a_flag():
-    assert set(CONFIG_FLAGS) == {f.name for f in dataclasses.fields(RMUConfig)}
+    assert {flag.dest for flag in config_flags(RMUConfig)} == {f.name for f in dataclasses.fields(RMUConfig)}
 
 
 def test_help_explains_every_flag(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["unlearn", "--help"])
     text = capsys.readouterr().out
-    for flag, _ in CONFIG_FLAGS.values():
-        assert flag in text
+    for flag in config_flags(RMUConfig):
+        assert flag.names[0] in text
 
 
 def test_unlearn_writes_a_run_with_the_flags_settings(tiny_model_dir, tmp_path):

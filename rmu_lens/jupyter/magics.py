@@ -28,7 +28,8 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, argument_group, magic_arguments
 from IPython.display import display
 
-from rmu_lens.cli import BOOLEAN_FIELDS, CONFIG_FLAGS, CONFIG_TYPES
+from rmu_lens.flags import Flag, config_flags, config_overrides
+from rmu_lens.rmu.config import RMUConfig
 
 MAGIC_NAMES = {
     "line": ("rmu_unlearn", "rmu_eval", "rmu_compare", "rmu_analyze"),
@@ -58,14 +59,18 @@ def parse_settings(text: str, where: str) -> dict[str, Any]:
     return data
 
 
-def _config_arguments(function: Any) -> Any:
-    """Add one flag per RMUConfig field, the same flags as ``rmu-lens unlearn``."""
-    for field, (flag, text) in reversed(list(CONFIG_FLAGS.items())):
-        if field in BOOLEAN_FIELDS:
-            function = argument(flag, dest=field, action="store_true", default=None, help=text)(function)
-        else:
-            function = argument(flag, dest=field, type=CONFIG_TYPES[field], default=None, help=text)(function)
-    return argument_group("RMU settings (override the profile, --config file and cell body)")(function)
+def flag_arguments(flags: list[Flag], title: str | None = None) -> Any:
+    """A decorator adding ``flags`` (rmu_lens.flags, shared with the CLI) as magic arguments."""
+
+    def decorate(function: Any) -> Any:
+        for flag in reversed(flags):
+            function = argument(*flag.names, **flag.options)(function)
+        return argument_group(title)(function) if title else function
+
+    return decorate
+
+
+_config_arguments = flag_arguments(config_flags(RMUConfig), "RMU settings (override the profile, --config file and cell body)")
 
 
 @magics_class
@@ -168,8 +173,6 @@ class RMULensMagics(Magics):
         return questions
 
     def _config(self, args: Any, body: str | None) -> Any:
-        from rmu_lens.rmu.config import RMUConfig
-
         settings: dict[str, Any] = {}
         if args.config:
             path = Path(args.config).expanduser()
@@ -179,7 +182,7 @@ class RMULensMagics(Magics):
             settings.update(loaded.get("config", loaded))  # a run.json's config, or the fields themselves
         if body is not None:
             settings.update(parse_settings(body, "the %%rmu_unlearn cell"))
-        settings.update({f: getattr(args, f) for f in CONFIG_FLAGS if getattr(args, f) is not None})
+        settings.update(config_overrides(args, RMUConfig))
         try:
             if args.profile:
                 return RMUConfig.profile(args.profile, **settings)
