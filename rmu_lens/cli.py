@@ -23,6 +23,7 @@ from rmu_lens.flags import (
     config_flags,
     config_overrides,
     int_list,
+    library_progress_bars,
     log_function,
     model_flag,
     output_flags,
@@ -183,7 +184,7 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
         help="also run the recovery audits (direction ablation, few-shot fine-tuning, probes): the report's robustness section",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (only once the demo succeeds)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_flags(parser, output_flags())
     add_device_arguments(parser)
     parser.set_defaults(func=run_demo)
 
@@ -205,8 +206,8 @@ def run_demo(args: argparse.Namespace) -> int:
         plan = smollm2_plan(**({"question_limit": args.limit} if args.limit else {}), max_batches=args.max_batches,
                             load_options=load_options(args), **sizes)
     plan.utility = not args.no_utility
-    run_pipeline(plan, args.out, overwrite=args.overwrite, progress=not args.no_progress, analysis=not args.no_analysis,
-                 audit=args.audit, log=print)
+    run_pipeline(plan, args.out, overwrite=args.overwrite, progress=show_progress(args), analysis=not args.no_analysis,
+                 audit=args.audit, log=log_function(args))
     return 0
 
 
@@ -233,7 +234,7 @@ def _add_analyze(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--unlearned-eval", type=Path, default=None, help="`rmu-lens eval` result of the unlearned model")
     parser.add_argument("--forget-subjects", nargs="+", default=None, help="subjects of the evaluations that were to be forgotten")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_flags(parser, output_flags())
     add_device_arguments(parser)
     parser.set_defaults(func=run_analyze)
 
@@ -273,7 +274,7 @@ def run_analyze(args: argparse.Namespace) -> int:
     run_analysis(
         args.base, args.unlearned, args.out, datasets=datasets, max_texts=args.max_texts, layers=args.layers,
         evaluations=evaluations, forget_subjects=args.forget_subjects, overwrite=args.overwrite,
-        progress=not args.no_progress, log=print, load_options=load_options(args),
+        progress=show_progress(args), log=log_function(args), load_options=load_options(args),
     )
     return 0
 
@@ -366,7 +367,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with library_progress_bars(show_progress(args)):
+            return int(args.func(args) or 0)
     except (Exception, KeyboardInterrupt) as error:
         code = exit_code(error)
         if code is None:

@@ -13,10 +13,13 @@ Light on purpose (no torch import): the CLI builds its parsers from here before 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import os
+import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,6 +231,39 @@ def log_function(args: argparse.Namespace) -> Callable[..., None]:
     return (lambda *a, **k: None) if getattr(args, "quiet", False) else print
 
 
+@contextlib.contextmanager
+def library_progress_bars(enabled: bool) -> Iterator[None]:
+    """Hide the Hugging Face libraries' own bars (model loading, downloads) too while ``enabled`` is False.
+
+    The libraries read ``HF_HUB_DISABLE_PROGRESS_BARS`` when imported; ones imported already are
+    switched off through their calls. Both are put back afterwards.
+    """
+    if enabled:
+        yield
+        return
+    previous = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    hub = sys.modules.get("huggingface_hub.utils")
+    hub_was_on = hub is not None and not hub.are_progress_bars_disabled()
+    if hub_was_on:
+        hub.disable_progress_bars()
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    transformers_was_on = hf_logging is not None and hf_logging.is_progress_bar_enabled()
+    if transformers_was_on:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("HF_HUB_DISABLE_PROGRESS_BARS", None)
+        else:
+            os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = previous
+        if hub_was_on:
+            hub.enable_progress_bars()
+        if transformers_was_on:
+            hf_logging.enable_progress_bar()
+
+
 # -- parsers that add heavy flags only when used ------------------------------------------------
 
 
@@ -269,6 +305,6 @@ def add_when_used(parser: argparse.ArgumentParser, setup: Callable[[argparse.Arg
 
 __all__ = [
     "DEFAULT_MODEL", "DeferredArgumentParser", "Flag", "FlagDeclarationError", "ItemsAction", "add_flags",
-    "add_when_used", "config_flags", "config_overrides", "eval_flags", "int_list", "log_function", "model_flag",
+    "add_when_used", "config_flags", "config_overrides", "eval_flags", "int_list", "library_progress_bars", "log_function", "model_flag",
     "output_flags", "setting", "show_progress", "split_items",
 ]

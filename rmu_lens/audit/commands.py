@@ -13,17 +13,11 @@ import sys
 from pathlib import Path
 
 from rmu_lens.devices import add_device_arguments, load_options
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
+from rmu_lens.flags import add_flags, eval_flags, int_list, log_function, model_flag, output_flags, show_progress
 
 
 def _layer_sets(text: str) -> list[list[int]]:
-    return [_ints(part) for part in text.split(";") if part.strip()]
+    return [int_list(part) for part in text.split(";") if part.strip()]
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,11 +30,9 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--retain-data", nargs="+", default=None, help="retain questions, one or more sources")
     data.add_argument("--forget-corpus", help="forget-domain text: bundled:NAME, .jsonl/.txt/.parquet, or HF dataset")
     data.add_argument("--retain-corpus", help="unrelated text for the fine-tuning audit (e.g. bundled:retain)")
-    data.add_argument("--limit", type=int, default=None, help="first N questions of each subject")
-    parser.add_argument("--mode", choices=("letter", "cloze"), default="cloze", help="evaluation mode [cloze]")
-    parser.add_argument("--batch-size", type=int, default=16, help="questions per forward pass [16]")
+    add_flags(parser, eval_flags(), "evaluation")
     add_device_arguments(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_flags(parser, output_flags())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,9 +49,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="directory for audit.json and figures")
     parser.add_argument("--layer-sets", type=_layer_sets, default=None,
                         help="ablation layer sets, e.g. '7;5,6,7' [the read layer; the trained layers; first trained to last]")
-    parser.add_argument("--finetune-n", type=_ints, default=[5, 10, 50], help="fine-tuning example counts [5,10,50]")
+    parser.add_argument("--finetune-n", type=int_list, default=[5, 10, 50], help="fine-tuning example counts [5,10,50]")
     parser.add_argument("--finetune-method", choices=("lora", "layers"), default="lora", help="LoRA (peft) or a few layers [lora]")
-    parser.add_argument("--finetune-layers", type=_ints, default=None, help="layers trained by --finetune-method layers [last two]")
+    parser.add_argument("--finetune-layers", type=int_list, default=None, help="layers trained by --finetune-method layers [last two]")
     parser.add_argument("--finetune-steps", type=int, default=30, help="optimizer steps per fine-tune [30]")
     parser.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning learning rate [1e-3]")
     parser.add_argument("--no-ablation", action="store_true", help="skip the direction-ablation audit")
@@ -75,8 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "coefficient, and measure forget/retain accuracy and ablation recovery per layer. Writes "
         "OUT/layer_study.json and OUT/figures/layer_study.png.",
     )
-    study.add_argument("--model", default=None, help="model to unlearn (smollm2-135m, an HF dir); --testbed sets it")
-    study.add_argument("--layers", type=_ints, required=True, help="comma-separated RMU layers to try")
+    add_flags(study, [model_flag(default=None, help="model to unlearn (smollm2-135m, an HF dir); --testbed sets it")])
+    study.add_argument("--layers", type=int_list, required=True, help="comma-separated RMU layers to try")
     study.add_argument("--modes", default="plain,adaptive", help="plain, adaptive or both [plain,adaptive]")
     study.add_argument("--profile", default=None, help="RMUConfig preset for everything but the layer [testbed preset / demo]")
     study.add_argument("--steering-coeff", type=float, default=None, help="plain RMU's fixed c [adaptive c at the profile's layer]")
@@ -95,7 +87,7 @@ def _load_data(args: argparse.Namespace):
     if args.testbed:
         from rmu_lens.testbed import load_testbed
 
-        testbed = load_testbed(seed=args.testbed_seed, overlap=args.testbed_overlap, progress=not args.quiet)
+        testbed = load_testbed(seed=args.testbed_seed, overlap=args.testbed_overlap, progress=show_progress(args))
         retain_questions = [q for domain in testbed.distant_domains for q in testbed.questions(domain)]
         return (testbed.model_dir, testbed.questions(testbed.forget_domain), retain_questions,
                 testbed.forget_corpus(), testbed.retain_corpus(), testbed)
@@ -132,10 +124,11 @@ def run_audit(args: argparse.Namespace) -> int:
         base, unlearned, run=args.unlearned, forget_questions=forget_questions, retain_questions=retain_questions,
         forget_texts=forget_corpus.texts, retain_texts=retain_corpus.texts if retain_corpus else None,
         layer_sets=args.layer_sets, ablation=not args.no_ablation, finetune=finetune, probe=not args.no_probe,
-        mode=args.mode, batch_size=args.batch_size, seed=args.seed, out=args.out, progress=not args.quiet,
+        mode=args.mode, batch_size=args.batch_size, seed=args.seed, out=args.out, progress=show_progress(args),
     )
-    print("\n".join(result.headline()))
-    print(f"wrote {args.out / 'audit.json'}", file=sys.stderr)
+    log = log_function(args)
+    log("\n".join(result.headline()))
+    log(f"wrote {args.out / 'audit.json'}", file=sys.stderr)
     return 0
 
 
@@ -165,8 +158,9 @@ def run_layer_study(args: argparse.Namespace) -> int:
     study = layer_study(
         model, forget_corpus, retain_corpus, forget_questions, retain_questions, layers=args.layers, config=config,
         modes=modes, steering_coeff=args.steering_coeff, adaptive_beta=args.adaptive_beta, ablation=not args.no_ablation,
-        mode=args.mode, batch_size=args.batch_size, progress=not args.quiet, out=args.out,
+        mode=args.mode, batch_size=args.batch_size, progress=show_progress(args), out=args.out,
     )
-    print(study.table())
-    print(f"wrote {args.out / 'layer_study.json'}", file=sys.stderr)
+    log = log_function(args)
+    log(study.table())
+    log(f"wrote {args.out / 'layer_study.json'}", file=sys.stderr)
     return 0

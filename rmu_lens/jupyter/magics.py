@@ -28,7 +28,7 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, argument_group, magic_arguments
 from IPython.display import display
 
-from rmu_lens.flags import Flag, config_flags, config_overrides
+from rmu_lens.flags import Flag, config_flags, config_overrides, eval_flags, int_list, model_flag, output_flags
 from rmu_lens.rmu.config import RMUConfig
 
 MAGIC_NAMES = {
@@ -193,9 +193,8 @@ class RMULensMagics(Magics):
     # -- %rmu_unlearn -------------------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("--model", default="smollm2-135m",
-              help="a notebook variable holding a model (edited in place) or a run, or a source: "
-                   "smollm2-135m (default), an HF directory, a run directory, a hub name")
+    @flag_arguments([model_flag(help="a notebook variable holding a model (edited in place) or a run, or a source: "
+                                     "smollm2-135m, an HF directory, a run directory, a hub name")])
     @argument("--forget", nargs="+", required=True, metavar="CORPUS",
               help="one per forget topic: a notebook variable (Corpus or list of texts) or bundled:NAME / a file")
     @argument("--retain", nargs="+", required=True, metavar="CORPUS", help="one retain set for all topics, or one per topic")
@@ -263,15 +262,13 @@ class RMULensMagics(Magics):
     # -- %rmu_eval ---------------------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("--model", default="smollm2-135m",
-              help="a notebook variable (model, RMURun, finished job) or a source: smollm2-135m, an HF or run directory")
+    @flag_arguments([model_flag(help="a notebook variable (model, RMURun, finished job) or a source: "
+                                     "smollm2-135m, an HF or run directory")])
     @argument("--data", nargs="+", required=True, metavar="QUESTIONS",
               help="question sets: notebook variables (lists of Question) or sources: bundled:NAME, a file, an HF dataset")
-    @argument("--mode", choices=("cloze", "letter"), default="cloze",
-              help="cloze (mmlu_*_continuation, default) or letter (lm-eval's wmdp/mmlu tasks)")
-    @argument("--batch-size", type=int, default=16, help="questions per forward pass [16]")
+    @flag_arguments(eval_flags(limit=None))
     @argument("--save", default=None, metavar="FILE", help="also write the result as JSON")
-    @argument("--no-progress", action="store_true", help="no progress bar")
+    @flag_arguments(output_flags(quiet=False))
     @argument("-o", "--output", default="rmu_result", help="variable to store the EvalResult in [rmu_result]")
     @line_magic
     def rmu_eval(self, line: str) -> None:
@@ -338,7 +335,7 @@ class RMULensMagics(Magics):
     @argument("--distant", nargs="+", default=[], metavar="CORPUS", help="unrelated sets")
     @argument("--questions", nargs="+", default=None, metavar="QUESTIONS", help="questions for the knowledge probe")
     @argument("--comparison", default=None, help="a notebook variable holding a Comparison (%%rmu_compare): adds damage")
-    @argument("--layers", default=None, help="comma-separated layers to analyse [all]")
+    @argument("--layers", type=int_list, default=None, help="comma-separated layers to analyse [all]")
     @argument("--max-texts", type=int, default=32, help="texts per dataset [32]")
     @argument("--no-probes", action="store_true", help="skip the probes (faster)")
     @argument("--save", default=None, metavar="DIR", help="also write analysis.json into DIR")
@@ -373,13 +370,9 @@ class RMULensMagics(Magics):
             comparison = self._lookup(args.comparison)
             if not isinstance(comparison, Comparison):
                 raise UsageError(f"--comparison {args.comparison}: not a Comparison (make one with %rmu_compare)")
-        try:
-            layers = [int(x) for x in args.layers.split(",") if x.strip()] if args.layers else None
-        except ValueError as error:
-            raise UsageError(f"--layers {args.layers!r}: give comma-separated layer numbers, e.g. 0,3,7") from error
         questions = self._questions(args.questions) if args.questions else None
         try:
-            analysis = analyze_run(base, run, datasets, questions=questions, comparison=comparison, layers=layers,
+            analysis = analyze_run(base, run, datasets, questions=questions, comparison=comparison, layers=args.layers,
                                    max_texts=args.max_texts, probes=not args.no_probes)
         except (ValueError, FileNotFoundError) as error:
             raise UsageError(f"%rmu_analyze: {error}") from error
