@@ -142,8 +142,9 @@ def _kind(annotation: Any) -> tuple[str, Any]:
     raise FlagDeclarationError(f"no command-line flag for a field of type {annotation!r}")
 
 
-def config_flags(cls: type) -> list[Flag]:
-    """One flag per field of the dataclass ``cls``, from its annotation and :func:`setting` metadata.
+def config_flags(cls: type, *, prefix: str = "", names: Sequence[str] | None = None) -> list[Flag]:
+    """One flag per field of the dataclass ``cls`` (or of the fields ``names``), from its annotation and
+    :func:`setting` metadata; ``prefix`` (``"finetune"``) makes ``--finetune-steps`` with dest ``finetune_steps``.
 
     Every flag's default is None ("not given"), so the profile or config file underneath keeps its
     value; the help shows the field's own default.
@@ -151,6 +152,8 @@ def config_flags(cls: type) -> list[Flag]:
     hints = typing.get_type_hints(cls)
     flags = []
     for item in dataclasses.fields(cls):
+        if names is not None and item.name not in names:
+            continue
         if "help" not in item.metadata:
             raise FlagDeclarationError(
                 f"{cls.__name__}.{item.name} has no help: declare it with rmu_lens.flags.setting(default, help)"
@@ -163,7 +166,8 @@ def config_flags(cls: type) -> list[Flag]:
         default = _field_default(item)
         if default is not None and kind != "bool":
             text += f" [default: {_show_default(default)}]"
-        options: dict[str, Any] = {"dest": item.name, "default": None, "help": text.replace("%", "%%")}
+        dest = f"{prefix}_{item.name}" if prefix else item.name
+        options: dict[str, Any] = {"dest": dest, "default": None, "help": text.replace("%", "%%")}
         if kind == "bool":
             options["action"] = "store_true"
         elif kind == "scalar":
@@ -174,13 +178,15 @@ def config_flags(cls: type) -> list[Flag]:
         for key in ("choices", "metavar"):
             if key in item.metadata:
                 options[key] = item.metadata[key]
-        flags.append(Flag((item.metadata.get("flag", "--" + item.name.replace("_", "-")),), options))
+        flag = item.metadata.get("flag", "--" + item.name.replace("_", "-"))
+        flags.append(Flag((f"--{prefix.replace('_', '-')}-{flag[2:]}" if prefix else flag,), options))
     return flags
 
 
-def config_overrides(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+def config_overrides(args: argparse.Namespace, cls: type, *, prefix: str = "") -> dict[str, Any]:
     """The fields of ``cls`` whose flags were given in ``args`` (parsed with :func:`config_flags`)."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if getattr(args, f.name, None) is not None}
+    values = {f.name: getattr(args, f"{prefix}_{f.name}" if prefix else f.name, None) for f in dataclasses.fields(cls)}
+    return {name: value for name, value in values.items() if value is not None}
 
 
 # -- option groups every command shares ----------------------------------------------------------

@@ -13,7 +13,18 @@ import sys
 from pathlib import Path
 
 from rmu_lens.devices import add_device_arguments, load_options
-from rmu_lens.flags import add_flags, eval_flags, int_list, log_function, model_flag, output_flags, show_progress
+from rmu_lens.flags import (
+    add_flags,
+    add_when_used,
+    config_flags,
+    config_overrides,
+    eval_flags,
+    int_list,
+    log_function,
+    model_flag,
+    output_flags,
+    show_progress,
+)
 
 
 def _layer_sets(text: str) -> list[list[int]]:
@@ -49,11 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, type=Path, help="directory for audit.json and figures")
     parser.add_argument("--layer-sets", type=_layer_sets, default=None,
                         help="ablation layer sets, e.g. '7;5,6,7' [the read layer; the trained layers; first trained to last]")
-    parser.add_argument("--finetune-n", type=int_list, default=[5, 10, 50], help="fine-tuning example counts [5,10,50]")
-    parser.add_argument("--finetune-method", choices=("lora", "layers"), default="lora", help="LoRA (peft) or a few layers [lora]")
-    parser.add_argument("--finetune-layers", type=int_list, default=None, help="layers trained by --finetune-method layers [last two]")
-    parser.add_argument("--finetune-steps", type=int, default=30, help="optimizer steps per fine-tune [30]")
-    parser.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning learning rate [1e-3]")
+    add_when_used(parser, add_finetune_flags)  # FinetuneConfig's module imports torch: only when `audit` runs
     parser.add_argument("--no-ablation", action="store_true", help="skip the direction-ablation audit")
     parser.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning audit")
     parser.add_argument("--no-probe", action="store_true", help="skip the probe audit")
@@ -77,6 +84,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     study.add_argument("--out", required=True, type=Path, help="directory for layer_study.json and the figure")
     _add_data_arguments(study)
     study.set_defaults(func=run_layer_study)
+
+
+FINETUNE_FLAGS = ("n_examples", "method", "layers", "steps", "lr")
+"""FinetuneConfig fields with an ``--finetune-*`` flag (the seed is the audit's ``--seed``)."""
+
+
+def add_finetune_flags(parser: argparse.ArgumentParser) -> None:
+    """``--finetune-n``, ``--finetune-method`` ...: flags from FinetuneConfig's fields (rmu_lens.flags)."""
+    from rmu_lens.audit.finetune import FinetuneConfig
+
+    add_flags(parser, config_flags(FinetuneConfig, prefix="finetune", names=FINETUNE_FLAGS), "fine-tuning audit")
 
 
 def _load_data(args: argparse.Namespace):
@@ -115,7 +133,7 @@ def run_audit(args: argparse.Namespace) -> int:
     if base_source is None:
         raise ValueError("--base is required: the model the run started from (or pass --testbed)")
     finetune = None if args.no_finetune else FinetuneConfig(
-        n_examples=args.finetune_n, method=args.finetune_method, layers=args.finetune_layers, steps=args.finetune_steps, lr=args.finetune_lr, seed=args.seed)
+        **config_overrides(args, FinetuneConfig, prefix="finetune"), seed=args.seed)
     if finetune is not None and retain_corpus is None:
         raise ValueError("the fine-tuning audit needs --retain-corpus (unrelated text), or pass --no-finetune")
     base = load_model(base_source, **load_options(args))
