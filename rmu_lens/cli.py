@@ -7,6 +7,7 @@ import dataclasses
 import errno
 import importlib
 import json
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -344,6 +345,29 @@ def error_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _subcommand(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(name)
+    return None
+
+
+def cli_wording(text: str, parser: argparse.ArgumentParser | None) -> str:
+    """A library message in the command's own terms: a parameter it names (``overwrite=True``,
+    ``text_field=``) becomes the command's flag (``--overwrite``, ``--text-field``) when it has one.
+
+    The library speaks of its parameters only; this is where they are translated for the command line.
+    """
+    for action in parser._actions if parser is not None else ():
+        flags = [option for option in action.option_strings if option.startswith("--")]
+        if not flags or not action.dest.isidentifier():
+            continue
+        flag, dest = flags[0], re.escape(action.dest)
+        text = re.sub(rf"(?<![\w.-]){dest}=True(?: \({re.escape(flag)}\))?", flag, text)
+        text = re.sub(rf"(?<![\w.-]){dest}=(?=[\s),;]|$)", flag, text)
+    return text
+
+
 def resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str | None:
     """For ``unlearn``: the command that resumes the run in --out, when it holds a resumable run."""
     if getattr(args, "command", None) != "unlearn":
@@ -373,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = exit_code(error)
         if code is None:
             raise
-        line = "interrupted" if code == EXIT_INTERRUPTED else f"error: {error_line(error)}"
+        line = "interrupted" if code == EXIT_INTERRUPTED else f"error: {cli_wording(error_line(error), _subcommand(parser, args.command))}"
         print(line, file=sys.stderr)
         hint = resume_hint(args, argv) if code in (EXIT_INTERRUPTED, EXIT_DISK_FULL, EXIT_PERMISSION, EXIT_OS) else None
         if hint:

@@ -82,3 +82,17 @@ def test_short_cli_run_on_the_embedded_model_moves_forget_norm_toward_c(tmp_path
         assert abs(last["forget_norm"] - c) < abs(last["frozen_forget_norm"] - c)
         assert last["forget_loss"] < first["forget_loss"]
         assert last["forget_cos"] < min(retain_cos)
+
+
+def test_library_parameters_in_an_error_become_the_commands_flags():
+    from rmu_lens.cli import _subcommand, cli_wording
+
+    parser = build_parser()
+    unlearn, eval_ = _subcommand(parser, "unlearn"), _subcommand(parser, "eval")
+    unlearn.format_help()  # adds the RMU settings it defers until used
+    assert cli_wording("pass overwrite=True (--overwrite) to redo it", unlearn) == "pass --overwrite to redo it"
+    assert cli_wording("Choose resume=True or overwrite=True, not both", unlearn) == "Choose --resume or --overwrite, not both"
+    assert cli_wording("reference=True trains with legacy_adamw", unlearn) == "--reference trains with legacy_adamw"
+    assert cli_wording("pass the text field's name (text_field=)", unlearn) == "pass the text field's name (--text-field)"
+    assert cli_wording("layer=7 must be >= 0; prefix_layer=True", unlearn) == "layer=7 must be >= 0; prefix_layer=True"
+    assert cli_wording("pass overwrite=True", eval_) == "pass overwrite=True"  # eval has no --overwrite

@@ -132,7 +132,7 @@ class EvalResult:
 
         path = Path(path)
         data = read_format_json(
-            path, FORMAT, ResultFileError, "an rmu_lens evaluation", "pass a file written by `rmu-lens eval --out`"
+            path, FORMAT, ResultFileError, "an rmu_lens evaluation", "pass a file written by EvalResult.save (rmu-lens eval)"
         )
         mode, records = data.get("mode"), data.get("records")
         if mode not in ("letter", "cloze") or not isinstance(records, list):
