@@ -28,6 +28,8 @@ from rmu_lens.flags import (
     log_function,
     model_flag,
     output_flags,
+    profile_flag,
+    run_flags,
     show_progress,
 )
 
@@ -51,12 +53,9 @@ def _add_unlearn(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--retain", nargs="+", required=True, metavar="CORPUS",
                         help="one retain corpus for all topics, or one per forget topic")
     parser.add_argument("--out", required=True, type=Path, help="run directory to write")
-    parser.add_argument("--profile", default=None, help="start from a named preset: zephyr, yi-34b, demo")
     parser.add_argument("--config", type=Path, default=None, help="start from an RMUConfig JSON file (e.g. a run.json's config)")
     parser.add_argument("--text-field", default="text", help="JSON/parquet field holding the text [text]")
-    parser.add_argument("--min-chars", type=int, default=50, help="drop texts of this many characters or fewer [50, as the official code]")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    add_flags(parser, run_flags())
     add_device_arguments(parser)
     add_flags(parser, output_flags())
     add_when_used(parser, add_config_flags)  # RMUConfig's package imports torch: only when `unlearn` runs
@@ -65,8 +64,9 @@ def _add_unlearn(subparsers: argparse._SubParsersAction) -> None:
 
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per RMUConfig field (rmu_lens.flags), the same as the ``%rmu_unlearn`` magic's."""
-    from rmu_lens.rmu.config import RMUConfig
+    from rmu_lens.rmu.config import PROFILES, RMUConfig
 
+    add_flags(parser, [profile_flag(PROFILES)])
     add_flags(parser, config_flags(RMUConfig), CONFIG_GROUP)
 
 

@@ -227,6 +227,22 @@ def output_flags(*, quiet: bool = True) -> list[Flag]:
     return flags
 
 
+def run_flags() -> list[Flag]:
+    """``--min-chars``, ``--resume`` and ``--overwrite``: how ``unlearn`` reads corpora and treats ``--out``."""
+    return [
+        Flag(("--min-chars",), {"type": int, "default": 50, "help": "drop corpus texts of this many characters or "
+                                                                    "fewer [default: 50, as the official code]"}),
+        Flag(("--resume",), {"action": "store_true", "help": "continue a stopped or interrupted run in --out"}),
+        Flag(("--overwrite",), {"action": "store_true", "help": "replace a run already in --out"}),
+    ]
+
+
+def profile_flag(profiles: Sequence[str]) -> Flag:
+    """``--profile``: a named RMUConfig preset to start from (``profiles``: ``rmu_lens.rmu.config.PROFILES``)."""
+    return Flag(("--profile",), {"default": None, "choices": sorted(profiles),
+                                 "help": "start from a named preset (docs/rmu.md)"})
+
+
 def show_progress(args: argparse.Namespace) -> bool:
     """Whether a command parsed with :func:`output_flags` shows progress bars."""
     return not (getattr(args, "no_progress", False) or getattr(args, "quiet", False))
@@ -312,5 +328,5 @@ def add_when_used(parser: argparse.ArgumentParser, setup: Callable[[argparse.Arg
 __all__ = [
     "DEFAULT_MODEL", "DeferredArgumentParser", "Flag", "FlagDeclarationError", "ItemsAction", "add_flags",
     "add_when_used", "config_flags", "config_overrides", "eval_flags", "int_list", "library_progress_bars", "log_function", "model_flag",
-    "output_flags", "setting", "show_progress", "split_items",
+    "output_flags", "profile_flag", "run_flags", "setting", "show_progress", "split_items",
 ]

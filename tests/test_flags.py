@@ -107,3 +107,12 @@ def test_a_field_without_help_or_of_an_unknown_type_is_refused():
         config_flags(NoHelp)
     with pytest.raises(FlagDeclarationError, match="Mapping.table"):
         config_flags(Mapping)
+
+
+def test_run_flags_are_the_same_in_the_cli_and_the_magic(magics):
+    from rmu_lens.rmu.config import PROFILES
+
+    cli, magic = options(unlearn_parser()), options(magics.rmu_unlearn.parser)
+    for flag in ("--profile", "--min-chars", "--resume", "--overwrite"):
+        assert (cli[flag].dest, cli[flag].default, cli[flag].help) == (magic[flag].dest, magic[flag].default, magic[flag].help)
+    assert list(cli["--profile"].choices) == list(magic["--profile"].choices) == sorted(PROFILES)

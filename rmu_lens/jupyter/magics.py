@@ -28,8 +28,18 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, argument_group, magic_arguments
 from IPython.display import display
 
-from rmu_lens.flags import Flag, config_flags, config_overrides, eval_flags, int_list, model_flag, output_flags
-from rmu_lens.rmu.config import RMUConfig
+from rmu_lens.flags import (
+    Flag,
+    config_flags,
+    config_overrides,
+    eval_flags,
+    int_list,
+    model_flag,
+    output_flags,
+    profile_flag,
+    run_flags,
+)
+from rmu_lens.rmu.config import PROFILES, RMUConfig
 
 MAGIC_NAMES = {
     "line": ("rmu_unlearn", "rmu_eval", "rmu_compare", "rmu_analyze"),
@@ -198,12 +208,10 @@ class RMULensMagics(Magics):
     @argument("--forget", nargs="+", required=True, metavar="CORPUS",
               help="one per forget topic: a notebook variable (Corpus or list of texts) or bundled:NAME / a file")
     @argument("--retain", nargs="+", required=True, metavar="CORPUS", help="one retain set for all topics, or one per topic")
-    @argument("--profile", default=None, help="start from a named preset: zephyr, yi-34b, demo")
+    @flag_arguments([profile_flag(PROFILES)])
     @argument("--config", default=None, help="start from a YAML/JSON file of RMUConfig fields (or a run.json)")
     @argument("--out", default=None, help="run directory to write (run.json, checkpoints, model/)")
-    @argument("--overwrite", action="store_true", help="replace a run already in --out")
-    @argument("--resume", action="store_true", help="continue a stopped or interrupted run in --out")
-    @argument("--min-chars", type=int, default=50, help="drop corpus texts of this many characters or fewer [50]")
+    @flag_arguments(run_flags())
     @argument("-b", "--background", action="store_true",
               help="train in a background thread: the Stop button works and the notebook stays usable; "
                    "the variable then holds a TrainingJob (.result() waits for the run)")
