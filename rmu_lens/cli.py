@@ -223,7 +223,7 @@ def _add_analyze(subparsers: argparse._SubParsersAction) -> None:
             "OUT/summary.json; give --base-eval and --unlearned-eval (`rmu-lens eval` results) to add accuracy."
         ),
     )
-    parser.add_argument("--base", required=True, help="the original model: smollm2-135m, an HF directory or a hub name")
+    add_flags(parser, [model_flag(name="--base", required=True, help="the original model: smollm2-135m, an HF directory or a hub name")])
     parser.add_argument("--unlearned", required=True, type=Path, help="the RMU run directory (run.json, control vectors, model/)")
     parser.add_argument("--out", required=True, type=Path, help="output directory (must be new or empty)")
     parser.add_argument("--data", nargs="+", default=None, metavar="NAME=SOURCE:ROLE",

@@ -55,7 +55,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "accuracy each recovers (95%% paired bootstrap intervals). Writes OUT/audit.json, OUT/directions.safetensors "
         "and OUT/figures/*.png.",
     )
-    parser.add_argument("--base", default=None, help="the model before unlearning (smollm2-135m, an HF dir); --testbed sets it")
+    add_flags(parser, [model_flag(name="--base", default=None,
+                                  help="the model before unlearning (smollm2-135m, an HF dir); --testbed sets it")])
     parser.add_argument("--unlearned", required=True, type=Path, help="the rmu_lens run directory (run.json, model/)")
     parser.add_argument("--out", required=True, type=Path, help="directory for audit.json and figures")
     parser.add_argument("--layer-sets", type=_layer_sets, default=None,
