@@ -96,3 +96,11 @@ def test_library_parameters_in_an_error_become_the_commands_flags():
     assert cli_wording("pass the text field's name (text_field=)", unlearn) == "pass the text field's name (--text-field)"
     assert cli_wording("layer=7 must be >= 0; prefix_layer=True", unlearn) == "layer=7 must be >= 0; prefix_layer=True"
     assert cli_wording("pass overwrite=True", eval_) == "pass overwrite=True"  # eval has no --overwrite
+
+
+@pytest.mark.parametrize("command", ["eval", "compare", "audit"])
+def test_descriptions_print_a_plain_percent_sign(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = capsys.readouterr().out
+    assert "95% " in text.replace("\n", " ") and "%%" not in text

@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "audit", help="how robust is an unlearning run? direction ablation, few-shot fine-tuning, probes",
         description="Audit an RMU run: project the estimated RMU direction out of the residual stream, fine-tune "
         "copies on a few examples, and probe the forget answers per layer; report the share of the removed forget "
-        "accuracy each recovers (95%% paired bootstrap intervals). Writes OUT/audit.json, OUT/directions.safetensors "
+        "accuracy each recovers (95% paired bootstrap intervals). Writes OUT/audit.json, OUT/directions.safetensors "
         "and OUT/figures/*.png.",
     )
     add_flags(parser, [model_flag(name="--base", default=None,

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="score a model on multiple-choice questions (lm-eval compatible)",
         description="Score a model on WMDP / MMLU-style questions as lm-evaluation-harness does (0-shot), "
-        "and write per-question records and per-subject accuracy with 95%% Wilson intervals.",
+        "and write per-question records and per-subject accuracy with 95% Wilson intervals.",
     )
     add_flags(evaluate_parser, [model_flag(required=True)])
     evaluate_parser.add_argument("--data", required=True, help="question file (.jsonl/.json/.parquet/.csv), MMLU CSV folder, bundled:NAME, or HF dataset name")
@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="per-subject accuracy change between two eval results",
         description="Compare two `rmu-lens eval` results question by question: per-subject change with "
-        "95%% intervals (Newcombe, paired), forget targets flagged against collateral subjects.",
+        "95% intervals (Newcombe, paired), forget targets flagged against collateral subjects.",
     )
     compare_parser.add_argument("base", help="results JSON of the original model")
     compare_parser.add_argument("new", help="results JSON of the edited model")
