@@ -177,7 +177,7 @@ def read_format_json(path: str | os.PathLike, expected: str, error: type[Excepti
     """Read a JSON file that an rmu_lens ``save`` wrote, checking its ``format`` tag.
 
     Any problem raises ``error`` naming the file; ``what`` says what was expected ("an rmu_lens
-    evaluation"), ``hint`` how to make a valid file ("pass a file written by `rmu-lens eval --out`").
+    evaluation"), ``hint`` how to make a valid file ("pass a file written by EvalResult.save").
     """
     path = Path(path)
     try:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import errno
+import importlib
 import json
+import re
 import shlex
 import sys
 from collections.abc import Sequence
@@ -15,66 +17,25 @@ from typing import Any
 from rmu_lens.audit.commands import register as register_audit_commands
 from rmu_lens.devices import add_device_arguments, load_options
 from rmu_lens.eval.commands import register as register_eval_commands
+from rmu_lens.flags import (
+    DeferredArgumentParser,
+    add_flags,
+    add_when_used,
+    config_flags,
+    config_overrides,
+    int_list,
+    library_progress_bars,
+    log_function,
+    model_flag,
+    output_flags,
+    profile_flag,
+    run_flags,
+    show_progress,
+)
 
-# RMUConfig field -> (flag, help). Every field has a flag (a test checks it).
-CONFIG_FLAGS: dict[str, tuple[str, str]] = {
-    "layer": ("--layer", "layer l whose output (blocks.{l}.hook_resid_post) RMU steers [7]"),
-    "update_layers": ("--update-layers", "comma-separated layers whose parameters are trained [l-2,l-1,l]"),
-    "param_names": ("--param-names", "comma-separated trained tensors by bridge or HF name; {layer} expands to "
-                    "each update layer; globs allowed [blocks.{layer}.mlp.out.weight = HF down_proj]"),
-    "experts": ("--experts", "MoE models: comma-separated experts to train; the others stay unchanged [all]"),
-    "hook_point": ("--hook-point", "hook point the losses read [blocks.{layer}.hook_resid_post]"),
-    "steering_coeff": ("--steering-coeff", "c, the norm of the forget target c·u; one value or one per topic "
-                       "(comma-separated) [6.5]"),
-    "alpha": ("--alpha", "retain-loss weight; one value or one per topic [1200]"),
-    "adaptive_beta": ("--adaptive", "Adaptive RMU: c = BETA x mean token norm of the frozen layer-l "
-                      "activations on each topic's first batch (overrides --steering-coeff; paper: 5)"),
-    "lr": ("--lr", "learning rate [5e-5]"),
-    "batch_size": ("--batch-size", "texts per batch [4]"),
-    "max_batches": ("--max-batches", "total steps, topics alternating; capped by the data unless --cycle [150]"),
-    "max_length": ("--max-length", "forget-text token limit, one value or one per topic [512]"),
-    "retain_max_length": ("--retain-max-length", "retain-text token limit [512]"),
-    "cycle": ("--cycle", "cycle through the corpora so a run can be longer than the data"),
-    "seed": ("--seed", "seed of the control vectors [42]"),
-    "reference": ("--reference", "reproduce the official code: left padding, positions 0..T-1 with pads, "
-                  "losses over every position, legacy AdamW"),
-    "optimizer": ("--optimizer", "legacy_adamw (transformers 4.x AdamW, as the official code) or adamw (torch) "
-                  "[legacy_adamw]"),
-    "adam_eps": ("--adam-eps", "optimizer eps [1e-6]"),
-    "weight_decay": ("--weight-decay", "optimizer weight decay [0]"),
-    "master_weights": ("--master-weights", "float32: keep float32 master copies of bf16/fp16 trained tensors so "
-                       "small updates are not rounded away [none: train in the model's dtype]"),
-    "checkpoint_every": ("--checkpoint-every", "steps between checkpoints; 0 = only on interruption [50]"),
-    "metrics_every": ("--metrics-every", "steps between frozen forget passes for the cosine metric [1]"),
-}
-
-
-def _floats(text: str) -> float | list[float]:
-    values = [float(v) for v in text.split(",") if v.strip()]
-    return values[0] if len(values) == 1 else values
-
-
-def _ints(text: str) -> int | list[int]:
-    values = [int(v) for v in text.split(",") if v.strip()]
-    return values[0] if len(values) == 1 else values
-
-
-def _int_list(text: str) -> list[int]:
-    return [int(v) for v in text.split(",") if v.strip()]
-
-
-def _str_list(text: str) -> list[str]:
-    return [v.strip() for v in text.split(",") if v.strip()]
-
-
-CONFIG_TYPES: dict[str, Any] = {
-    "layer": int, "update_layers": _int_list, "param_names": _str_list, "experts": _int_list, "hook_point": str,
-    "steering_coeff": _floats, "alpha": _floats, "adaptive_beta": float, "lr": float, "batch_size": int,
-    "max_batches": int, "max_length": _ints, "retain_max_length": int, "seed": int, "optimizer": str,
-    "adam_eps": float, "weight_decay": float, "master_weights": str, "checkpoint_every": int, "metrics_every": int,
-}
-BOOLEAN_FIELDS = ("cycle", "reference")
-
+CONFIG_GROUP = "RMU settings (override the profile / config file)"
+COMMAND_MODULES: tuple[str, ...] = ()
+"""More modules with an ``add_parser(subparsers)`` that adds their subcommands (e.g. ``"rmu_lens.sweep.cli"``)."""
 
 def _add_unlearn(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -86,27 +47,27 @@ def _add_unlearn(subparsers: argparse._SubParsersAction) -> None:
             "Defaults are the published Zephyr-7B setting; --profile demo suits the embedded default on a CPU."
         ),
     )
-    parser.add_argument("--model", default="smollm2-135m", help="smollm2-135m (default), a local HF directory, or a hub name")
+    add_flags(parser, [model_flag()])
     parser.add_argument("--forget", nargs="+", required=True, metavar="CORPUS",
                         help="one corpus per forget topic: bundled:NAME, a .jsonl/.txt/.parquet file, or an HF dataset")
     parser.add_argument("--retain", nargs="+", required=True, metavar="CORPUS",
                         help="one retain corpus for all topics, or one per forget topic")
     parser.add_argument("--out", required=True, type=Path, help="run directory to write")
-    parser.add_argument("--profile", default=None, help="start from a named preset: zephyr, yi-34b, demo")
     parser.add_argument("--config", type=Path, default=None, help="start from an RMUConfig JSON file (e.g. a run.json's config)")
     parser.add_argument("--text-field", default="text", help="JSON/parquet field holding the text [text]")
-    parser.add_argument("--min-chars", type=int, default=50, help="drop texts of this many characters or fewer [50, as the official code]")
-    parser.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
-    parser.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    add_flags(parser, run_flags())
     add_device_arguments(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    group = parser.add_argument_group("RMU settings (override the profile / config file)")
-    for field, (flag, text) in CONFIG_FLAGS.items():
-        if field in BOOLEAN_FIELDS:
-            group.add_argument(flag, dest=field, action="store_true", default=None, help=text)
-        else:
-            group.add_argument(flag, dest=field, type=CONFIG_TYPES[field], default=None, help=text)
+    add_flags(parser, output_flags())
+    add_when_used(parser, add_config_flags)  # RMUConfig's package imports torch: only when `unlearn` runs
     parser.set_defaults(func=run_unlearn)
+
+
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per RMUConfig field (rmu_lens.flags), the same as the ``%rmu_unlearn`` magic's."""
+    from rmu_lens.rmu.config import PROFILES, RMUConfig
+
+    add_flags(parser, [profile_flag(PROFILES)])
+    add_flags(parser, config_flags(RMUConfig), CONFIG_GROUP)
 
 
 def build_config(args: argparse.Namespace):
@@ -117,7 +78,7 @@ def build_config(args: argparse.Namespace):
     if args.config is not None:
         data = json.loads(Path(args.config).read_text(encoding="utf-8"))
         base = data.get("config", data)
-    overrides = {field: getattr(args, field) for field in CONFIG_FLAGS if getattr(args, field) is not None}
+    overrides = config_overrides(args, RMUConfig)
     if args.profile:
         return RMUConfig.profile(args.profile, **{**base, **overrides})
     return RMUConfig.from_dict({**base, **overrides})
@@ -134,13 +95,14 @@ def run_unlearn(args: argparse.Namespace) -> int:
     if len(set(names)) != len(names):
         raise SystemExit(f"error: forget corpora need distinct names, got {names}")
     retain = [rl.load_corpus(s, text_field=args.text_field, min_chars=args.min_chars) for s in args.retain]
-    print(f"Loading {args.model} ...", file=sys.stderr)
+    log = log_function(args)
+    log(f"Loading {args.model} ...", file=sys.stderr)
     model = rl.load_model(args.model, **load_options(args))
     run = rl.unlearn(
         model, forget, retain[0] if len(retain) == 1 else retain, config,
-        out=args.out, resume=args.resume, overwrite=args.overwrite, progress=not args.no_progress,
+        out=args.out, resume=args.resume, overwrite=args.overwrite, progress=show_progress(args),
     )
-    print(summarize_run(run))
+    log(summarize_run(run))
     return 0
 
 
@@ -223,7 +185,7 @@ def _add_demo(subparsers: argparse._SubParsersAction) -> None:
         help="also run the recovery audits (direction ablation, few-shot fine-tuning, probes): the report's robustness section",
     )
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out (only once the demo succeeds)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_flags(parser, output_flags())
     add_device_arguments(parser)
     parser.set_defaults(func=run_demo)
 
@@ -245,8 +207,8 @@ def run_demo(args: argparse.Namespace) -> int:
         plan = smollm2_plan(**({"question_limit": args.limit} if args.limit else {}), max_batches=args.max_batches,
                             load_options=load_options(args), **sizes)
     plan.utility = not args.no_utility
-    run_pipeline(plan, args.out, overwrite=args.overwrite, progress=not args.no_progress, analysis=not args.no_analysis,
-                 audit=args.audit, log=print)
+    run_pipeline(plan, args.out, overwrite=args.overwrite, progress=show_progress(args), analysis=not args.no_analysis,
+                 audit=args.audit, log=log_function(args))
     return 0
 
 
@@ -261,19 +223,19 @@ def _add_analyze(subparsers: argparse._SubParsersAction) -> None:
             "OUT/summary.json; give --base-eval and --unlearned-eval (`rmu-lens eval` results) to add accuracy."
         ),
     )
-    parser.add_argument("--base", required=True, help="the original model: smollm2-135m, an HF directory or a hub name")
+    add_flags(parser, [model_flag(name="--base", required=True, help="the original model: smollm2-135m, an HF directory or a hub name")])
     parser.add_argument("--unlearned", required=True, type=Path, help="the RMU run directory (run.json, control vectors, model/)")
     parser.add_argument("--out", required=True, type=Path, help="output directory (must be new or empty)")
     parser.add_argument("--data", nargs="+", default=None, metavar="NAME=SOURCE:ROLE",
                         help="datasets instead of the defaults: a corpus source (bundled:NAME, .jsonl/.txt/.parquet) "
                              "and a role (forget, retain, adjacent, distant); a forget set's NAME is its topic")
     parser.add_argument("--max-texts", type=int, default=32, help="texts per dataset [32]")
-    parser.add_argument("--layers", type=_int_list, default=None, help="comma-separated layers to read [every layer]")
+    parser.add_argument("--layers", type=int_list, default=None, help="comma-separated layers to read [every layer]")
     parser.add_argument("--base-eval", type=Path, default=None, help="`rmu-lens eval` result of the base model")
     parser.add_argument("--unlearned-eval", type=Path, default=None, help="`rmu-lens eval` result of the unlearned model")
     parser.add_argument("--forget-subjects", nargs="+", default=None, help="subjects of the evaluations that were to be forgotten")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_flags(parser, output_flags())
     add_device_arguments(parser)
     parser.set_defaults(func=run_analyze)
 
@@ -313,22 +275,19 @@ def run_analyze(args: argparse.Namespace) -> int:
     run_analysis(
         args.base, args.unlearned, args.out, datasets=datasets, max_texts=args.max_texts, layers=args.layers,
         evaluations=evaluations, forget_subjects=args.forget_subjects, overwrite=args.overwrite,
-        progress=not args.no_progress, log=print, load_options=load_options(args),
+        progress=show_progress(args), log=log_function(args), load_options=load_options(args),
     )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rmu-lens", description="RMU unlearning on TransformerLens hook points.")
+    parser = DeferredArgumentParser(prog="rmu-lens", description="RMU unlearning on TransformerLens hook points.")
     subparsers = parser.add_subparsers(dest="command", required=True)
-    _add_unlearn(subparsers)
-    register_eval_commands(subparsers)
-    _add_convert(subparsers)
-    _add_corpora(subparsers)
-    _add_testbed(subparsers)
-    register_audit_commands(subparsers)
-    _add_demo(subparsers)
-    _add_analyze(subparsers)
+    for add in (_add_unlearn, register_eval_commands, _add_convert, _add_corpora, _add_testbed,
+                register_audit_commands, _add_demo, _add_analyze):
+        add(subparsers)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).add_parser(subparsers)
     return parser
 
 
@@ -386,6 +345,29 @@ def error_line(error: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _subcommand(parser: argparse.ArgumentParser, name: str | None) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(name)
+    return None
+
+
+def cli_wording(text: str, parser: argparse.ArgumentParser | None) -> str:
+    """A library message in the command's own terms: a parameter it names (``overwrite=True``,
+    ``text_field=``) becomes the command's flag (``--overwrite``, ``--text-field``) when it has one.
+
+    The library speaks of its parameters only; this is where they are translated for the command line.
+    """
+    for action in parser._actions if parser is not None else ():
+        flags = [option for option in action.option_strings if option.startswith("--")]
+        if not flags or not action.dest.isidentifier():
+            continue
+        flag, dest = flags[0], re.escape(action.dest)
+        text = re.sub(rf"(?<![\w.-]){dest}=True(?: \({re.escape(flag)}\))?", flag, text)
+        text = re.sub(rf"(?<![\w.-]){dest}=(?=[\s),;]|$)", flag, text)
+    return text
+
+
 def resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str | None:
     """For ``unlearn``: the command that resumes the run in --out, when it holds a resumable run."""
     if getattr(args, "command", None) != "unlearn":
@@ -409,12 +391,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with library_progress_bars(show_progress(args)):
+            return int(args.func(args) or 0)
     except (Exception, KeyboardInterrupt) as error:
         code = exit_code(error)
         if code is None:
             raise
-        line = "interrupted" if code == EXIT_INTERRUPTED else f"error: {error_line(error)}"
+        line = "interrupted" if code == EXIT_INTERRUPTED else f"error: {cli_wording(error_line(error), _subcommand(parser, args.command))}"
         print(line, file=sys.stderr)
         hint = resume_hint(args, argv) if code in (EXIT_INTERRUPTED, EXIT_DISK_FULL, EXIT_PERMISSION, EXIT_OS) else None
         if hint:

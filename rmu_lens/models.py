@@ -345,7 +345,7 @@ def check_model_dir(path: Path) -> None:
         raise ModelNotFoundError(f"{path} is a file, not a model directory: point at the directory written by save_pretrained")
     if not (path / "config.json").is_file():
         raise ModelNotFoundError(
-            f"{str(path)!r} exists but is not an HF model directory (no config.json). Point --model at a "
+            f"{str(path)!r} exists but is not an HF model directory (no config.json). Give a "
             f"directory written by save_pretrained, e.g. a run's model/ folder."
         )
     files = sorted(path.glob("*.safetensors"))

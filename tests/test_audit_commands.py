@@ -20,7 +20,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def test_layer_sets_and_counts_are_parsed():
     args = parse(["audit", "--unlearned", "run", "--out", "o", "--layer-sets", "7;5,6,7", "--finetune-n", "5,10"])
-    assert args.layer_sets == [[7], [5, 6, 7]] and args.finetune_n == [5, 10]
+    assert args.layer_sets == [[7], [5, 6, 7]] and args.finetune_n_examples == [5, 10]
     assert parse(["layer-study", "--layers", "3,7,11", "--out", "o", "--testbed"]).layers == [3, 7, 11]
 
 
@@ -42,3 +42,17 @@ def test_importing_the_commands_does_not_import_torch():
     code = "import sys, rmu_lens.audit.commands, rmu_lens.audit; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_finetune_flags_come_from_finetune_config_fields():
+    from rmu_lens.audit.finetune import FinetuneConfig
+    from rmu_lens.flags import config_overrides
+
+    args = parse(["audit", "--unlearned", "run", "--out", "o", "--finetune-n", "3", "4", "--finetune-method", "layers",
+                  "--finetune-layers", "1", "--finetune-steps", "2", "--finetune-lr", "0.5", "--seed", "9"])
+    config = FinetuneConfig(**config_overrides(args, FinetuneConfig, prefix="finetune"), seed=args.seed)
+    assert config == FinetuneConfig(n_examples=[3, 4], method="layers", layers=[1], steps=2, lr=0.5, seed=9)
+    plain = parse(["audit", "--unlearned", "run", "--out", "o"])
+    assert FinetuneConfig(**config_overrides(plain, FinetuneConfig, prefix="finetune")) == FinetuneConfig()
+    with pytest.raises(SystemExit):
+        parse(["audit", "--unlearned", "run", "--out", "o", "--finetune-method", "full"])

@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from rmu_lens.cli import CONFIG_FLAGS, build_parser, main
+from rmu_lens.cli import build_parser, main
+from rmu_lens.flags import config_flags
 from rmu_lens.models import build_random_model, load_model, save_hf_model
 from rmu_lens.rmu.config import RMUConfig
 from tests.helpers import texts
@@ -25,15 +26,15 @@ def tiny_model_dir(tmp_path):
 
 
 def test_every_config_field_has_a_flag():
-    assert set(CONFIG_FLAGS) == {f.name for f in dataclasses.fields(RMUConfig)}
+    assert {flag.dest for flag in config_flags(RMUConfig)} == {f.name for f in dataclasses.fields(RMUConfig)}
 
 
 def test_help_explains_every_flag(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["unlearn", "--help"])
     text = capsys.readouterr().out
-    for flag, _ in CONFIG_FLAGS.values():
-        assert flag in text
+    for flag in config_flags(RMUConfig):
+        assert flag.names[0] in text
 
 
 def test_unlearn_writes_a_run_with_the_flags_settings(tiny_model_dir, tmp_path):
@@ -81,3 +82,25 @@ def test_short_cli_run_on_the_embedded_model_moves_forget_norm_toward_c(tmp_path
         assert abs(last["forget_norm"] - c) < abs(last["frozen_forget_norm"] - c)
         assert last["forget_loss"] < first["forget_loss"]
         assert last["forget_cos"] < min(retain_cos)
+
+
+def test_library_parameters_in_an_error_become_the_commands_flags():
+    from rmu_lens.cli import _subcommand, cli_wording
+
+    parser = build_parser()
+    unlearn, eval_ = _subcommand(parser, "unlearn"), _subcommand(parser, "eval")
+    unlearn.format_help()  # adds the RMU settings it defers until used
+    assert cli_wording("pass overwrite=True (--overwrite) to redo it", unlearn) == "pass --overwrite to redo it"
+    assert cli_wording("Choose resume=True or overwrite=True, not both", unlearn) == "Choose --resume or --overwrite, not both"
+    assert cli_wording("reference=True trains with legacy_adamw", unlearn) == "--reference trains with legacy_adamw"
+    assert cli_wording("pass the text field's name (text_field=)", unlearn) == "pass the text field's name (--text-field)"
+    assert cli_wording("layer=7 must be >= 0; prefix_layer=True", unlearn) == "layer=7 must be >= 0; prefix_layer=True"
+    assert cli_wording("pass overwrite=True", eval_) == "pass overwrite=True"  # eval has no --overwrite
+
+
+@pytest.mark.parametrize("command", ["eval", "compare", "audit"])
+def test_descriptions_print_a_plain_percent_sign(command, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([command, "--help"])
+    text = capsys.readouterr().out
+    assert "95% " in text.replace("\n", " ") and "%%" not in text

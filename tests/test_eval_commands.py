@@ -101,3 +101,16 @@ def test_eval_command_requires_model_data_and_out():
 def test_importing_the_commands_does_not_import_torch():
     code = "import sys, rmu_lens.eval.commands, rmu_lens.eval; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_progress_keeps_the_table_and_quiet_prints_nothing(model_dir, data, tmp_path, capsys):
+    from rmu_lens.cli import main
+
+    common = ["eval", "--model", str(model_dir), "--data", str(data), "--mode", "letter"]
+    assert main([*common, "--no-progress", "--out", str(tmp_path / "a.json")]) == 0
+    printed = capsys.readouterr()
+    assert "overall" in printed.out and printed.err.strip() == f"wrote {tmp_path / 'a.json'}"  # no progress bar
+    assert main([*common, "--quiet", "--out", str(tmp_path / "b.json")]) == 0
+    printed = capsys.readouterr()
+    assert printed.out == "" and printed.err == ""
+    assert EvalResult.load(tmp_path / "a.json").records == EvalResult.load(tmp_path / "b.json").records

@@ -10,6 +10,7 @@ from IPython.utils.capture import capture_output
 
 import rmu_lens as rl
 from rmu_lens.eval import Comparison, EvalResult, evaluate, load_questions
+from rmu_lens.eval.prompts import MODES
 from rmu_lens.jupyter.dashboard import TrainingJob
 from rmu_lens.jupyter.magics import CONFIG_FORMAT
 from rmu_lens.rmu.trainer import RMURun
@@ -66,7 +67,7 @@ def test_question_mark_shows_the_argparse_help(ip):
         assert flag in help_text
     with capture_output() as captured:
         ip.run_cell("%rmu_eval?")
-    assert "--mode {cloze,letter}" in captured.stdout
+    assert "--mode {" + ",".join(MODES) + "}" in captured.stdout
 
 
 @pytest.mark.parametrize(

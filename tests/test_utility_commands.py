@@ -41,11 +41,16 @@ def test_eval_perplexity_writes_what_perplexity_computes(model_dir, tmp_path, ca
     assert "bits_per_byte" in printed and f"{expected.bits_per_byte:.4f}" in printed
 
 
-def test_eval_perplexity_names_a_missing_text_field(model_dir, tmp_path):
+def test_eval_perplexity_names_a_missing_text_field(model_dir, tmp_path, capsys):
     data = tmp_path / "rows.jsonl"
     data.write_text(json.dumps({"page": "no text field"}) + "\n")
-    with pytest.raises(ValueError, match="--text-field"):
+    with pytest.raises(ValueError, match="text_field="):  # the library names its parameter
         run(["eval", "--metric", "perplexity", "--model", str(model_dir), "--data", str(data), "--out", str(tmp_path / "x.json")])
+    from rmu_lens.cli import EXIT_INVALID, main
+
+    assert main(["eval", "--metric", "perplexity", "--model", str(model_dir), "--data", str(data),
+                 "--out", str(tmp_path / "x.json")]) == EXIT_INVALID
+    assert "(--text-field)" in capsys.readouterr().err  # the command line names its flag
     assert not (tmp_path / "x.json").exists()
     assert run(["eval", "--metric", "perplexity", "--model", str(model_dir), "--data", str(data), "--text-field", "page",
                 "--out", str(tmp_path / "x.json"), "--quiet"]) == 0

@@ -13,17 +13,22 @@ import sys
 from pathlib import Path
 
 from rmu_lens.devices import add_device_arguments, load_options
-
-
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
+from rmu_lens.flags import (
+    add_flags,
+    add_when_used,
+    config_flags,
+    config_overrides,
+    eval_flags,
+    int_list,
+    log_function,
+    model_flag,
+    output_flags,
+    show_progress,
+)
 
 
 def _layer_sets(text: str) -> list[list[int]]:
-    return [_ints(part) for part in text.split(";") if part.strip()]
+    return [int_list(part) for part in text.split(";") if part.strip()]
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -36,11 +41,9 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--retain-data", nargs="+", default=None, help="retain questions, one or more sources")
     data.add_argument("--forget-corpus", help="forget-domain text: bundled:NAME, .jsonl/.txt/.parquet, or HF dataset")
     data.add_argument("--retain-corpus", help="unrelated text for the fine-tuning audit (e.g. bundled:retain)")
-    data.add_argument("--limit", type=int, default=None, help="first N questions of each subject")
-    parser.add_argument("--mode", choices=("letter", "cloze"), default="cloze", help="evaluation mode [cloze]")
-    parser.add_argument("--batch-size", type=int, default=16, help="questions per forward pass [16]")
+    add_flags(parser, eval_flags(), "evaluation")
     add_device_arguments(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_flags(parser, output_flags())
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,19 +52,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "audit", help="how robust is an unlearning run? direction ablation, few-shot fine-tuning, probes",
         description="Audit an RMU run: project the estimated RMU direction out of the residual stream, fine-tune "
         "copies on a few examples, and probe the forget answers per layer; report the share of the removed forget "
-        "accuracy each recovers (95%% paired bootstrap intervals). Writes OUT/audit.json, OUT/directions.safetensors "
+        "accuracy each recovers (95% paired bootstrap intervals). Writes OUT/audit.json, OUT/directions.safetensors "
         "and OUT/figures/*.png.",
     )
-    parser.add_argument("--base", default=None, help="the model before unlearning (smollm2-135m, an HF dir); --testbed sets it")
+    add_flags(parser, [model_flag(name="--base", default=None,
+                                  help="the model before unlearning (smollm2-135m, an HF dir); --testbed sets it")])
     parser.add_argument("--unlearned", required=True, type=Path, help="the rmu_lens run directory (run.json, model/)")
     parser.add_argument("--out", required=True, type=Path, help="directory for audit.json and figures")
     parser.add_argument("--layer-sets", type=_layer_sets, default=None,
                         help="ablation layer sets, e.g. '7;5,6,7' [the read layer; the trained layers; first trained to last]")
-    parser.add_argument("--finetune-n", type=_ints, default=[5, 10, 50], help="fine-tuning example counts [5,10,50]")
-    parser.add_argument("--finetune-method", choices=("lora", "layers"), default="lora", help="LoRA (peft) or a few layers [lora]")
-    parser.add_argument("--finetune-layers", type=_ints, default=None, help="layers trained by --finetune-method layers [last two]")
-    parser.add_argument("--finetune-steps", type=int, default=30, help="optimizer steps per fine-tune [30]")
-    parser.add_argument("--finetune-lr", type=float, default=1e-3, help="fine-tuning learning rate [1e-3]")
+    add_when_used(parser, add_finetune_flags)  # FinetuneConfig's module imports torch: only when `audit` runs
     parser.add_argument("--no-ablation", action="store_true", help="skip the direction-ablation audit")
     parser.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning audit")
     parser.add_argument("--no-probe", action="store_true", help="skip the probe audit")
@@ -75,8 +75,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "coefficient, and measure forget/retain accuracy and ablation recovery per layer. Writes "
         "OUT/layer_study.json and OUT/figures/layer_study.png.",
     )
-    study.add_argument("--model", default=None, help="model to unlearn (smollm2-135m, an HF dir); --testbed sets it")
-    study.add_argument("--layers", type=_ints, required=True, help="comma-separated RMU layers to try")
+    add_flags(study, [model_flag(default=None, help="model to unlearn (smollm2-135m, an HF dir); --testbed sets it")])
+    study.add_argument("--layers", type=int_list, required=True, help="comma-separated RMU layers to try")
     study.add_argument("--modes", default="plain,adaptive", help="plain, adaptive or both [plain,adaptive]")
     study.add_argument("--profile", default=None, help="RMUConfig preset for everything but the layer [testbed preset / demo]")
     study.add_argument("--steering-coeff", type=float, default=None, help="plain RMU's fixed c [adaptive c at the profile's layer]")
@@ -87,6 +87,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     study.set_defaults(func=run_layer_study)
 
 
+FINETUNE_FLAGS = ("n_examples", "method", "layers", "steps", "lr")
+"""FinetuneConfig fields with an ``--finetune-*`` flag (the seed is the audit's ``--seed``)."""
+
+
+def add_finetune_flags(parser: argparse.ArgumentParser) -> None:
+    """``--finetune-n``, ``--finetune-method`` ...: flags from FinetuneConfig's fields (rmu_lens.flags)."""
+    from rmu_lens.audit.finetune import FinetuneConfig
+
+    add_flags(parser, config_flags(FinetuneConfig, prefix="finetune", names=FINETUNE_FLAGS), "fine-tuning audit")
+
+
 def _load_data(args: argparse.Namespace):
     """(base model source or bridge, forget questions, retain questions, forget corpus, retain corpus, testbed)."""
     from rmu_lens.data.corpora import load_corpus
@@ -95,7 +106,7 @@ def _load_data(args: argparse.Namespace):
     if args.testbed:
         from rmu_lens.testbed import load_testbed
 
-        testbed = load_testbed(seed=args.testbed_seed, overlap=args.testbed_overlap, progress=not args.quiet)
+        testbed = load_testbed(seed=args.testbed_seed, overlap=args.testbed_overlap, progress=show_progress(args))
         retain_questions = [q for domain in testbed.distant_domains for q in testbed.questions(domain)]
         return (testbed.model_dir, testbed.questions(testbed.forget_domain), retain_questions,
                 testbed.forget_corpus(), testbed.retain_corpus(), testbed)
@@ -123,7 +134,7 @@ def run_audit(args: argparse.Namespace) -> int:
     if base_source is None:
         raise ValueError("--base is required: the model the run started from (or pass --testbed)")
     finetune = None if args.no_finetune else FinetuneConfig(
-        n_examples=args.finetune_n, method=args.finetune_method, layers=args.finetune_layers, steps=args.finetune_steps, lr=args.finetune_lr, seed=args.seed)
+        **config_overrides(args, FinetuneConfig, prefix="finetune"), seed=args.seed)
     if finetune is not None and retain_corpus is None:
         raise ValueError("the fine-tuning audit needs --retain-corpus (unrelated text), or pass --no-finetune")
     base = load_model(base_source, **load_options(args))
@@ -132,10 +143,11 @@ def run_audit(args: argparse.Namespace) -> int:
         base, unlearned, run=args.unlearned, forget_questions=forget_questions, retain_questions=retain_questions,
         forget_texts=forget_corpus.texts, retain_texts=retain_corpus.texts if retain_corpus else None,
         layer_sets=args.layer_sets, ablation=not args.no_ablation, finetune=finetune, probe=not args.no_probe,
-        mode=args.mode, batch_size=args.batch_size, seed=args.seed, out=args.out, progress=not args.quiet,
+        mode=args.mode, batch_size=args.batch_size, seed=args.seed, out=args.out, progress=show_progress(args),
     )
-    print("\n".join(result.headline()))
-    print(f"wrote {args.out / 'audit.json'}", file=sys.stderr)
+    log = log_function(args)
+    log("\n".join(result.headline()))
+    log(f"wrote {args.out / 'audit.json'}", file=sys.stderr)
     return 0
 
 
@@ -165,8 +177,9 @@ def run_layer_study(args: argparse.Namespace) -> int:
     study = layer_study(
         model, forget_corpus, retain_corpus, forget_questions, retain_questions, layers=args.layers, config=config,
         modes=modes, steering_coeff=args.steering_coeff, adaptive_beta=args.adaptive_beta, ablation=not args.no_ablation,
-        mode=args.mode, batch_size=args.batch_size, progress=not args.quiet, out=args.out,
+        mode=args.mode, batch_size=args.batch_size, progress=show_progress(args), out=args.out,
     )
-    print(study.table())
-    print(f"wrote {args.out / 'layer_study.json'}", file=sys.stderr)
+    log = log_function(args)
+    log(study.table())
+    log(f"wrote {args.out / 'layer_study.json'}", file=sys.stderr)
     return 0

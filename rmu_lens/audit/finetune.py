@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from rmu_lens.audit.recovery import Baseline, Recovery
+from rmu_lens.flags import setting
 from rmu_lens.rmu.batches import right_pad
 
 FINETUNE_METHODS = ("lora", "layers")
@@ -29,19 +30,20 @@ FINETUNE_METHODS = ("lora", "layers")
 class FinetuneConfig:
     """How each few-shot fine-tune is run (the same for every source and N)."""
 
-    n_examples: list[int] = field(default_factory=lambda: [5, 10, 50])
-    method: str = "lora"
-    """``lora`` (peft LoRA on every linear layer, merged afterwards) or ``layers`` (train ``layers``' weights)."""
-    layers: list[int] | None = None
-    """For ``method="layers"``: the decoder layers whose weights are trained (default: the last two)."""
-    steps: int = 30
-    """Optimizer steps per fine-tune (batches cycle through the N examples)."""
-    lr: float = 1e-3
-    batch_size: int = 4
-    lora_rank: int = 8
-    lora_alpha: float = 16.0
-    max_length: int = 256
-    seed: int = 0
+    n_examples: list[int] = setting([5, 10, 50], "fine-tuning example counts N, one fine-tune each", flag="--n")
+    method: str = setting(
+        "lora", "lora (peft LoRA on every linear layer, merged afterwards) or layers (train the weights of layers)",
+        choices=FINETUNE_METHODS,
+    )
+    layers: list[int] | None = setting(None, "for method layers: the decoder layers whose weights are trained "
+                                             "[default: the last two]")
+    steps: int = setting(30, "optimizer steps per fine-tune (batches cycle through the N examples)")
+    lr: float = setting(1e-3, "fine-tuning learning rate")
+    batch_size: int = setting(4, "examples per fine-tuning step")
+    lora_rank: int = setting(8, "LoRA rank")
+    lora_alpha: float = setting(16.0, "LoRA alpha")
+    max_length: int = setting(256, "example token limit")
+    seed: int = setting(0, "seed of the example draw")
 
     def __post_init__(self) -> None:
         self.n_examples = [int(n) for n in self.n_examples]

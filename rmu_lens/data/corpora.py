@@ -93,7 +93,7 @@ def _read_jsonl(path: Path, field: str) -> list[tuple[str, str]]:
             keys = sorted(record) if isinstance(record, dict) else type(record).__name__
             raise CorpusError(
                 f"{path}:{number}: no field {field!r} (found {keys}); pass the text field's name "
-                f"(--text-field / text_field=)"
+                f"(text_field=)"
             )
         texts.append((f"{path}:{number}", _text_value(record[field], f"{path}:{number}", field)))
     return texts

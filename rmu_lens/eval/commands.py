@@ -12,6 +12,7 @@ import argparse
 import sys
 
 from rmu_lens.devices import add_device_arguments, load_options
+from rmu_lens.flags import add_flags, eval_flags, log_function, model_flag, output_flags, show_progress
 
 FORMAT_CHOICES = ("wmdp", "mmlu", "mmlu-csv")
 
@@ -22,24 +23,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="score a model on multiple-choice questions (lm-eval compatible)",
         description="Score a model on WMDP / MMLU-style questions as lm-evaluation-harness does (0-shot), "
-        "and write per-question records and per-subject accuracy with 95%% Wilson intervals.",
+        "and write per-question records and per-subject accuracy with 95% Wilson intervals.",
     )
-    evaluate_parser.add_argument("--model", required=True, help="smollm2-135m, an HF directory, a hub name, or an rmu_lens run directory")
+    add_flags(evaluate_parser, [model_flag(required=True)])
     evaluate_parser.add_argument("--data", required=True, help="question file (.jsonl/.json/.parquet/.csv), MMLU CSV folder, bundled:NAME, or HF dataset name")
     evaluate_parser.add_argument("--format", choices=FORMAT_CHOICES, default=None, help="data format (detected when omitted)")
     evaluate_parser.add_argument("--config", default=None, help="HF dataset config, e.g. wmdp-bio for cais/wmdp")
-    evaluate_parser.add_argument("--mode", choices=("letter", "cloze"), default="cloze",
-                                 help="letter: lm-eval's wmdp_*/mmlu_* (scores ' A'..' D'); cloze: mmlu_*_continuation (default)")
     evaluate_parser.add_argument("--subjects", nargs="+", default=None, help="keep only these subjects (or tasks)")
-    evaluate_parser.add_argument("--limit", type=int, default=None, help="first N questions of each subject")
-    evaluate_parser.add_argument("--batch-size", type=int, default=16, help="questions per forward pass (default 16)")
+    add_flags(evaluate_parser, eval_flags(limit="first N questions of each subject (perplexity: first N texts)"))
     add_device_arguments(evaluate_parser)
     evaluate_parser.add_argument("--out", required=True, help="results JSON to write")
-    evaluate_parser.add_argument("--quiet", action="store_true", help="no progress bar or table")
+    add_flags(evaluate_parser, output_flags())
     evaluate_parser.add_argument(
         "--metric", choices=("accuracy", "perplexity"), default="accuracy",
         help="accuracy: multiple-choice questions (default); perplexity: lm-eval's rolling-window word/byte perplexity "
-        "and bits per byte of the texts in --data (a corpus: .jsonl/.txt/.parquet or bundled:NAME; --limit: first N texts)",
+        "and bits per byte of the texts in --data (a corpus: .jsonl/.txt/.parquet or bundled:NAME)",
     )
     evaluate_parser.add_argument("--text-field", default="text", help="perplexity: the text field of a .jsonl/.parquet corpus")
     evaluate_parser.add_argument("--max-length", type=int, default=None, help="perplexity: window length [the model's maximum length]")
@@ -49,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="per-subject accuracy change between two eval results",
         description="Compare two `rmu-lens eval` results question by question: per-subject change with "
-        "95%% intervals (Newcombe, paired), forget targets flagged against collateral subjects.",
+        "95% intervals (Newcombe, paired), forget targets flagged against collateral subjects.",
     )
     compare_parser.add_argument("base", help="results JSON of the original model")
     compare_parser.add_argument("new", help="results JSON of the edited model")
@@ -73,15 +71,15 @@ def run_eval(args: argparse.Namespace) -> int:
         return run_perplexity(args)
     questions = load_questions(args.data, format=args.format, subjects=args.subjects, limit=args.limit, config=args.config)
     model = load_model(resolve_model_source(args.model), **load_options(args))
-    result = evaluate(model, questions, mode=args.mode, batch_size=args.batch_size, progress=not args.quiet)
+    result = evaluate(model, questions, mode=args.mode, batch_size=args.batch_size, progress=show_progress(args))
     result.meta["model"] = args.model
     result.meta["data"] = args.data
     if not launch.is_main:
         return 0  # every rank holds the gathered result; rank 0 writes it
     path = result.save(args.out)
-    if not args.quiet:
-        print(result.table())
-        print(f"wrote {path}", file=sys.stderr)
+    log = log_function(args)
+    log(result.table())
+    log(f"wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -104,14 +102,14 @@ def run_perplexity(args: argparse.Namespace) -> int:
     corpus = load_corpus(args.data, text_field=args.text_field)
     model = load_model(resolve_model_source(args.model), **load_options(args))
     result = perplexity(model, corpus, max_length=args.max_length, max_texts=args.limit,
-                        batch_size=args.batch_size, progress=not args.quiet)
+                        batch_size=args.batch_size, progress=show_progress(args))
     result.meta["model"] = args.model
     result.meta["data"] = args.data
     path = result.save(args.out)
-    if not args.quiet:
-        print(format_table(["texts", "tokens", *METRICS],
-                           [[str(len(result.loglikelihoods)), str(sum(result.n_tokens)), *(f"{v:.4f}" for v in result.metrics().values())]]))
-        print(f"wrote {path}", file=sys.stderr)
+    log = log_function(args)
+    log(format_table(["texts", "tokens", *METRICS],
+                     [[str(len(result.loglikelihoods)), str(sum(result.n_tokens)), *(f"{v:.4f}" for v in result.metrics().values())]]))
+    log(f"wrote {path}", file=sys.stderr)
     return 0
 
 

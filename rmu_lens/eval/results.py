@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rmu_lens.eval.prompts import MODES
 from rmu_lens.eval.stats import wilson_interval
 from rmu_lens.errors import RMULensError
 
@@ -132,11 +133,11 @@ class EvalResult:
 
         path = Path(path)
         data = read_format_json(
-            path, FORMAT, ResultFileError, "an rmu_lens evaluation", "pass a file written by `rmu-lens eval --out`"
+            path, FORMAT, ResultFileError, "an rmu_lens evaluation", "pass a file written by EvalResult.save (rmu-lens eval)"
         )
         mode, records = data.get("mode"), data.get("records")
-        if mode not in ("letter", "cloze") or not isinstance(records, list):
-            raise ResultFileError(f"{path}: needs 'mode' (letter or cloze) and a 'records' list")
+        if mode not in MODES or not isinstance(records, list):
+            raise ResultFileError(f"{path}: needs 'mode' ({' or '.join(MODES)}) and a 'records' list")
         needed = RECORD_FIELDS + (("pred_norm", "correct_norm") if mode == "cloze" else ())
         for number, record in enumerate(records, start=1):
             missing = [k for k in needed if not isinstance(record, dict) or k not in record]

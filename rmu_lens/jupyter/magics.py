@@ -28,7 +28,18 @@ from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, argument_group, magic_arguments
 from IPython.display import display
 
-from rmu_lens.cli import BOOLEAN_FIELDS, CONFIG_FLAGS, CONFIG_TYPES
+from rmu_lens.flags import (
+    Flag,
+    config_flags,
+    config_overrides,
+    eval_flags,
+    int_list,
+    model_flag,
+    output_flags,
+    profile_flag,
+    run_flags,
+)
+from rmu_lens.rmu.config import PROFILES, RMUConfig
 
 MAGIC_NAMES = {
     "line": ("rmu_unlearn", "rmu_eval", "rmu_compare", "rmu_analyze"),
@@ -58,14 +69,18 @@ def parse_settings(text: str, where: str) -> dict[str, Any]:
     return data
 
 
-def _config_arguments(function: Any) -> Any:
-    """Add one flag per RMUConfig field, the same flags as ``rmu-lens unlearn``."""
-    for field, (flag, text) in reversed(list(CONFIG_FLAGS.items())):
-        if field in BOOLEAN_FIELDS:
-            function = argument(flag, dest=field, action="store_true", default=None, help=text)(function)
-        else:
-            function = argument(flag, dest=field, type=CONFIG_TYPES[field], default=None, help=text)(function)
-    return argument_group("RMU settings (override the profile, --config file and cell body)")(function)
+def flag_arguments(flags: list[Flag], title: str | None = None) -> Any:
+    """A decorator adding ``flags`` (rmu_lens.flags, shared with the CLI) as magic arguments."""
+
+    def decorate(function: Any) -> Any:
+        for flag in reversed(flags):
+            function = argument(*flag.names, **flag.options)(function)
+        return argument_group(title)(function) if title else function
+
+    return decorate
+
+
+_config_arguments = flag_arguments(config_flags(RMUConfig), "RMU settings (override the profile, --config file and cell body)")
 
 
 @magics_class
@@ -168,8 +183,6 @@ class RMULensMagics(Magics):
         return questions
 
     def _config(self, args: Any, body: str | None) -> Any:
-        from rmu_lens.rmu.config import RMUConfig
-
         settings: dict[str, Any] = {}
         if args.config:
             path = Path(args.config).expanduser()
@@ -179,7 +192,7 @@ class RMULensMagics(Magics):
             settings.update(loaded.get("config", loaded))  # a run.json's config, or the fields themselves
         if body is not None:
             settings.update(parse_settings(body, "the %%rmu_unlearn cell"))
-        settings.update({f: getattr(args, f) for f in CONFIG_FLAGS if getattr(args, f) is not None})
+        settings.update(config_overrides(args, RMUConfig))
         try:
             if args.profile:
                 return RMUConfig.profile(args.profile, **settings)
@@ -190,18 +203,15 @@ class RMULensMagics(Magics):
     # -- %rmu_unlearn -------------------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("--model", default="smollm2-135m",
-              help="a notebook variable holding a model (edited in place) or a run, or a source: "
-                   "smollm2-135m (default), an HF directory, a run directory, a hub name")
+    @flag_arguments([model_flag(help="a notebook variable holding a model (edited in place) or a run, or a source: "
+                                     "smollm2-135m, an HF directory, a run directory, a hub name")])
     @argument("--forget", nargs="+", required=True, metavar="CORPUS",
               help="one per forget topic: a notebook variable (Corpus or list of texts) or bundled:NAME / a file")
     @argument("--retain", nargs="+", required=True, metavar="CORPUS", help="one retain set for all topics, or one per topic")
-    @argument("--profile", default=None, help="start from a named preset: zephyr, yi-34b, demo")
+    @flag_arguments([profile_flag(PROFILES)])
     @argument("--config", default=None, help="start from a YAML/JSON file of RMUConfig fields (or a run.json)")
     @argument("--out", default=None, help="run directory to write (run.json, checkpoints, model/)")
-    @argument("--overwrite", action="store_true", help="replace a run already in --out")
-    @argument("--resume", action="store_true", help="continue a stopped or interrupted run in --out")
-    @argument("--min-chars", type=int, default=50, help="drop corpus texts of this many characters or fewer [50]")
+    @flag_arguments(run_flags())
     @argument("-b", "--background", action="store_true",
               help="train in a background thread: the Stop button works and the notebook stays usable; "
                    "the variable then holds a TrainingJob (.result() waits for the run)")
@@ -260,15 +270,13 @@ class RMULensMagics(Magics):
     # -- %rmu_eval ---------------------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("--model", default="smollm2-135m",
-              help="a notebook variable (model, RMURun, finished job) or a source: smollm2-135m, an HF or run directory")
+    @flag_arguments([model_flag(help="a notebook variable (model, RMURun, finished job) or a source: "
+                                     "smollm2-135m, an HF or run directory")])
     @argument("--data", nargs="+", required=True, metavar="QUESTIONS",
               help="question sets: notebook variables (lists of Question) or sources: bundled:NAME, a file, an HF dataset")
-    @argument("--mode", choices=("cloze", "letter"), default="cloze",
-              help="cloze (mmlu_*_continuation, default) or letter (lm-eval's wmdp/mmlu tasks)")
-    @argument("--batch-size", type=int, default=16, help="questions per forward pass [16]")
+    @flag_arguments(eval_flags(limit=None))
     @argument("--save", default=None, metavar="FILE", help="also write the result as JSON")
-    @argument("--no-progress", action="store_true", help="no progress bar")
+    @flag_arguments(output_flags(quiet=False))
     @argument("-o", "--output", default="rmu_result", help="variable to store the EvalResult in [rmu_result]")
     @line_magic
     def rmu_eval(self, line: str) -> None:
@@ -335,7 +343,7 @@ class RMULensMagics(Magics):
     @argument("--distant", nargs="+", default=[], metavar="CORPUS", help="unrelated sets")
     @argument("--questions", nargs="+", default=None, metavar="QUESTIONS", help="questions for the knowledge probe")
     @argument("--comparison", default=None, help="a notebook variable holding a Comparison (%%rmu_compare): adds damage")
-    @argument("--layers", default=None, help="comma-separated layers to analyse [all]")
+    @argument("--layers", type=int_list, default=None, help="comma-separated layers to analyse [all]")
     @argument("--max-texts", type=int, default=32, help="texts per dataset [32]")
     @argument("--no-probes", action="store_true", help="skip the probes (faster)")
     @argument("--save", default=None, metavar="DIR", help="also write analysis.json into DIR")
@@ -370,13 +378,9 @@ class RMULensMagics(Magics):
             comparison = self._lookup(args.comparison)
             if not isinstance(comparison, Comparison):
                 raise UsageError(f"--comparison {args.comparison}: not a Comparison (make one with %rmu_compare)")
-        try:
-            layers = [int(x) for x in args.layers.split(",") if x.strip()] if args.layers else None
-        except ValueError as error:
-            raise UsageError(f"--layers {args.layers!r}: give comma-separated layer numbers, e.g. 0,3,7") from error
         questions = self._questions(args.questions) if args.questions else None
         try:
-            analysis = analyze_run(base, run, datasets, questions=questions, comparison=comparison, layers=layers,
+            analysis = analyze_run(base, run, datasets, questions=questions, comparison=comparison, layers=args.layers,
                                    max_texts=args.max_texts, probes=not args.no_probes)
         except (ValueError, FileNotFoundError) as error:
             raise UsageError(f"%rmu_analyze: {error}") from error

@@ -6,8 +6,10 @@ import dataclasses
 import json
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from rmu_lens.flags import setting
 
 OPTIMIZERS = ("legacy_adamw", "adamw")
 MASTER_WEIGHTS = (None, "float32")
@@ -24,55 +26,65 @@ class RMUConfig:
     """Settings of one RMU run. Defaults are the published Zephyr-7B setting (WMDP paper, official code).
 
     Per-topic settings (``steering_coeff``, ``alpha``, ``max_length``) take one value for every
-    forget topic or a list with one value per topic, in topic order.
+    forget topic or a list with one value per topic, in topic order. Each field's ``help`` metadata
+    is its description, shown by ``rmu-lens unlearn --help`` and ``%rmu_unlearn?`` (rmu_lens.flags).
     """
 
-    layer: int = 7
-    """Layer l whose output activations RMU steers (``blocks.{layer}.hook_resid_post``)."""
-    update_layers: list[int] | None = None
-    """Layers whose parameters are trained; default ``layer-2 .. layer``."""
-    param_names: list[str] = field(default_factory=lambda: ["blocks.{layer}.mlp.out.weight"])
-    """Trained tensors, by bridge name (``blocks.5.mlp.out.weight``) or HF name
-    (``model.layers.5.mlp.down_proj.weight``); ``{layer}`` expands to each update layer; glob patterns allowed."""
-    experts: list[int] | None = None
-    """Mixture-of-experts models: train only these experts of the selected expert tensors (the other
-    experts' gradients are zeroed, so they stay bit-identical; needs weight_decay 0). None: all experts."""
-    hook_point: str | None = None
-    """Hook point the losses read; default ``blocks.{layer}.hook_resid_post`` (what the official code hooks)."""
-    steering_coeff: float | list[float] = 6.5
-    """c: forget activations are pushed to c·u (u a unit random vector per topic)."""
-    alpha: float | list[float] = 1200.0
-    """Weight of the retain loss."""
-    adaptive_beta: float | None = None
-    """Adaptive RMU: when set, c_topic = beta · mean token norm of the frozen activations on the
-    topic's first forget batch (position 0 and pads excluded); ``steering_coeff`` is then ignored."""
-    lr: float = 5e-5
-    batch_size: int = 4
-    max_batches: int = 150
-    """Total optimisation steps (topics alternate step by step), capped by the data as officially."""
-    max_length: int | list[int] = 512
-    """Forget-text token limit per topic (right truncation)."""
-    retain_max_length: int = 512
-    cycle: bool = False
-    """Cycle through the batches so runs can be longer than the corpora (official: stop at the shortest)."""
-    seed: int = 42
-    """Seed of the control vectors' ``torch.rand`` draw."""
-    reference: bool = False
-    """Reproduce the official code where it matters: left padding with EOS, positions 0..T-1 on
-    every row, losses averaged over every position including pads, legacy AdamW."""
-    optimizer: str = "legacy_adamw"
-    """``legacy_adamw`` (transformers 4.x AdamW, as the official code) or ``adamw`` (torch.optim.AdamW)."""
-    adam_eps: float = 1e-6
-    weight_decay: float = 0.0
-    master_weights: str | None = None
-    """``"float32"``: the optimizer steps float32 master copies of trained tensors held in a lower
-    precision (bf16/fp16) and writes them back rounded, so updates below bf16's spacing accumulate
-    instead of vanishing (about half the elements never move at lr 5e-5 without it; docs/devices.md).
-    No effect on float32 tensors; None trains in the model's dtype, as the official code does."""
-    checkpoint_every: int = 50
-    """Steps between checkpoints in the run directory (0: only at the end / on interruption)."""
-    metrics_every: int = 1
-    """Steps between the frozen forget pass that the cosine metric needs (the official --verbose log)."""
+    layer: int = setting(7, "layer l whose output activations RMU steers (blocks.{layer}.hook_resid_post)")
+    update_layers: list[int] | None = setting(None, "layers whose parameters are trained [default: layer-2 .. layer]")
+    param_names: list[str] = setting(
+        ["blocks.{layer}.mlp.out.weight"],
+        "trained tensors by bridge name (blocks.5.mlp.out.weight) or HF name (model.layers.5.mlp.down_proj.weight); "
+        "{layer} expands to each update layer; glob patterns allowed",
+    )
+    experts: list[int] | None = setting(
+        None, "mixture-of-experts models: train only these experts of the selected expert tensors (the other experts' "
+        "gradients are zeroed, so they stay bit-identical; needs weight_decay 0) [default: all experts]",
+    )
+    hook_point: str | None = setting(
+        None, "hook point the losses read [default: blocks.{layer}.hook_resid_post, what the official code hooks]"
+    )
+    steering_coeff: float | list[float] = setting(
+        6.5, "c: forget activations are pushed to c·u (u a unit random vector per topic); one value or one per topic"
+    )
+    alpha: float | list[float] = setting(1200.0, "weight of the retain loss; one value or one per topic")
+    adaptive_beta: float | None = setting(
+        None, "Adaptive RMU: when set, c of each topic = BETA x mean token norm of the frozen activations on the "
+        "topic's first forget batch (position 0 and pads excluded); steering_coeff is then ignored (paper: 5)",
+        flag="--adaptive", metavar="BETA",
+    )
+    lr: float = setting(5e-5, "learning rate")
+    batch_size: int = setting(4, "texts per batch")
+    max_batches: int = setting(
+        150, "total optimisation steps (topics alternate step by step), capped by the data as officially unless cycle"
+    )
+    max_length: int | list[int] = setting(
+        512, "forget-text token limit (right truncation); one value or one per topic"
+    )
+    retain_max_length: int = setting(512, "retain-text token limit")
+    cycle: bool = setting(False, "cycle through the batches so runs can be longer than the corpora "
+                                 "(official: stop at the shortest)")
+    seed: int = setting(42, "seed of the control vectors' torch.rand draw")
+    reference: bool = setting(
+        False, "reproduce the official code where it matters: left padding with EOS, positions 0..T-1 on every row, "
+        "losses averaged over every position including pads, legacy AdamW",
+    )
+    optimizer: str = setting(
+        "legacy_adamw", "legacy_adamw (transformers 4.x AdamW, as the official code) or adamw (torch.optim.AdamW)",
+        choices=OPTIMIZERS,
+    )
+    adam_eps: float = setting(1e-6, "optimizer eps")
+    weight_decay: float = setting(0.0, "optimizer weight decay")
+    master_weights: str | None = setting(
+        None, "float32: the optimizer steps float32 master copies of trained tensors held in bf16/fp16 and writes them "
+        "back rounded, so updates below bf16's spacing accumulate instead of vanishing (docs/devices.md); no effect "
+        "on float32 tensors [default: none, train in the model's dtype as the official code does]",
+        choices=tuple(m for m in MASTER_WEIGHTS if m is not None),
+    )
+    checkpoint_every: int = setting(50, "steps between checkpoints in the run directory (0: only at the end / on interruption)")
+    metrics_every: int = setting(
+        1, "steps between the frozen forget passes that the cosine metric needs (the official --verbose log)"
+    )
 
     def __post_init__(self) -> None:
         if self.update_layers is None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from rmu_lens.devices import add_device_arguments, load_options
+from rmu_lens.flags import add_flags, log_function, output_flags, show_progress
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of the adjacent domain's attribute types borrowed from the forget domain (0..1)",
     )
     parser.add_argument("--out", help="write the measurement as JSON here")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_flags(parser, output_flags())
     add_device_arguments(parser)
 
 
@@ -25,10 +26,11 @@ def run(args: argparse.Namespace) -> int:
     from rmu_lens.testbed.experiment import format_measurement, measure
     from rmu_lens.testbed.testbed import load_testbed
 
-    testbed = load_testbed(seed=args.seed, size=args.size, overlap=args.overlap, progress=not args.quiet)
-    measurement = measure(testbed, progress=not args.quiet, load_options=load_options(args))
-    print(f"testbed: {testbed.model_dir}")
-    print(format_measurement(measurement))
+    testbed = load_testbed(seed=args.seed, size=args.size, overlap=args.overlap, progress=show_progress(args))
+    measurement = measure(testbed, progress=show_progress(args), load_options=load_options(args))
+    log = log_function(args)
+    log(f"testbed: {testbed.model_dir}")
+    log(format_measurement(measurement))
     if args.out:
         atomic_write_json(args.out, measurement)
     return 0
