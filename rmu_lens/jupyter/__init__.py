@@ -16,22 +16,17 @@ Widgets draw matplotlib Figures with Agg (no pyplot state) and send PNG bytes; a
 escaped. Names are imported lazily: importing this package loads neither torch nor ipywidgets.
 """
 
-from __future__ import annotations
-
-import importlib
 from typing import Any
 
-_EXPORTS = {
-    "TrainingDashboard": "rmu_lens.jupyter.dashboard",
-    "TrainingJob": "rmu_lens.jupyter.dashboard",
-    "start_training": "rmu_lens.jupyter.dashboard",
-    "LayerExplorer": "rmu_lens.jupyter.explorers",
-    "ProbeExplorer": "rmu_lens.jupyter.explorers",
-    "DamageExplorer": "rmu_lens.jupyter.explorers",
-    "GenerationsExplorer": "rmu_lens.jupyter.generations",
-    "RMULensMagics": "rmu_lens.jupyter.magics",
-}
-__all__ = sorted(_EXPORTS) + ["load_ipython_extension", "unload_ipython_extension"]
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "dashboard": ["TrainingDashboard", "TrainingJob", "start_training"],
+    "explorers": ["LayerExplorer", "ProbeExplorer", "DamageExplorer"],
+    "generations": ["GenerationsExplorer"],
+    "magics": ["RMULensMagics"],
+})
+__all__ += ['load_ipython_extension', 'unload_ipython_extension']
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -46,9 +41,3 @@ def unload_ipython_extension(ipython: Any) -> None:
     from rmu_lens.jupyter.magics import unregister
 
     unregister(ipython)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'rmu_lens.jupyter' has no attribute {name!r}")

@@ -14,16 +14,9 @@
 Figures come from rmu_lens.plots; the report never loads models or data itself.
 """
 
-from rmu_lens.report.build import Report, ReportFigure, RobustnessSection, build_report
-from rmu_lens.report.headline import Headline, RoleAccuracy, build_headline, roles_by_subject
+import lazy_loader
 
-__all__ = [
-    "Headline",
-    "Report",
-    "ReportFigure",
-    "RobustnessSection",
-    "RoleAccuracy",
-    "build_headline",
-    "build_report",
-    "roles_by_subject",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "build": ["Report", "ReportFigure", "RobustnessSection", "build_report"],
+    "headline": ["Headline", "RoleAccuracy", "build_headline", "roles_by_subject"],
+})

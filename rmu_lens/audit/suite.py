@@ -26,7 +26,7 @@ from rmu_lens.errors import RMULensError
 if TYPE_CHECKING:  # the audits import torch; this module stays light so the CLI starts fast
     from rmu_lens.audit.ablation import AblationResult
     from rmu_lens.audit.finetune import FinetuneConfig, FinetuneResult
-    from rmu_lens.audit.probe_audit import ProbeAuditResult
+    from rmu_lens.audit.probing import ProbeAuditResult
 
 FORMAT = "rmu_lens.audit/1"
 HEADLINE_N = 10
@@ -141,7 +141,7 @@ class AuditResult:
         data = read_format_json(path, FORMAT, AuditFileError, "an rmu_lens audit", "pass a file written by AuditResult.save")
         from rmu_lens.audit.ablation import AblationResult
         from rmu_lens.audit.finetune import FinetuneResult
-        from rmu_lens.audit.probe_audit import ProbeAuditResult
+        from rmu_lens.audit.probing import ProbeAuditResult
 
         data = _nan_back(data)
         return cls(
@@ -261,7 +261,7 @@ def audit(
     from rmu_lens._io import atomic_save_tensors
     from rmu_lens.audit.ablation import ablation_audit, default_layer_sets, estimate_directions
     from rmu_lens.audit.finetune import FinetuneConfig, finetune_audit
-    from rmu_lens.audit.recovery import Baseline
+    from rmu_lens.audit.recovery_stats import Baseline
     from rmu_lens.eval import evaluate
 
     started = time.perf_counter()
@@ -303,7 +303,7 @@ def audit(
         result.finetune = finetune_audit(unlearned, baseline, forget_questions, retain_questions, sources,
                                          finetune_config, batch_size=batch_size, progress=progress)
     if probe:
-        from rmu_lens.audit.probe_audit import probe_audit
+        from rmu_lens.audit.probing import probe_audit
 
         result.probe = probe_audit(base, unlearned, forget_questions, mode=mode, progress=progress)
     result.meta["seconds"] = round(time.perf_counter() - started, 1)

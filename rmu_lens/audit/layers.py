@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from rmu_lens.audit.recovery import Recovery, recovery
+from rmu_lens.audit.recovery_stats import Recovery, recovery
 from rmu_lens.rmu.prefix import PrefixCache
 from rmu_lens.rmu.trainer import RMUTrainer
 
@@ -127,13 +127,13 @@ class LayerStudy:
 
     def save(self, path: str | os.PathLike) -> Path:
         from rmu_lens._io import atomic_write_json
-        from rmu_lens.audit.audit import _finite
+        from rmu_lens.audit.suite import _finite
 
         return atomic_write_json(path, _finite(self.to_dict()))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> LayerStudy:
-        from rmu_lens.audit.audit import _nan_back
+        from rmu_lens.audit.suite import _nan_back
 
         path = Path(path)
         data = _nan_back(json.loads(path.read_text(encoding="utf-8")))
