@@ -48,7 +48,9 @@ class EvalResult:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return ("acc", "acc_norm") if self.mode == "cloze" else ("acc",)
+        from rmu_lens.eval.prompts import get_prompt_mode
+
+        return ("acc", "acc_norm") if get_prompt_mode(self.mode).acc_norm else ("acc",)
 
     def _outcome_key(self, metric: str) -> str:
         if metric not in self.metrics:
@@ -82,7 +84,7 @@ class EvalResult:
         table = {}
         for name in sorted(groups):
             row = self.summary("acc", groups[name])
-            if self.mode == "cloze":
+            if "acc_norm" in self.metrics:
                 norm = self.summary("acc_norm", groups[name])
                 row |= {"acc_norm": norm["acc"], "acc_norm_ci_low": norm["ci_low"], "acc_norm_ci_high": norm["ci_high"]}
             table[name] = row
@@ -101,7 +103,7 @@ class EvalResult:
 
     def overall(self) -> dict[str, float | int]:
         row = self.summary("acc")
-        if self.mode == "cloze":
+        if "acc_norm" in self.metrics:
             norm = self.summary("acc_norm")
             row |= {"acc_norm": norm["acc"], "acc_norm_ci_low": norm["ci_low"], "acc_norm_ci_high": norm["ci_high"]}
         return row
@@ -134,10 +136,16 @@ class EvalResult:
         data = read_format_json(
             path, FORMAT, ResultFileError, "an rmu_lens evaluation", "pass a file written by `rmu-lens eval --out`"
         )
+        from rmu_lens.eval.prompts import PromptModeError, get_prompt_mode
+
         mode, records = data.get("mode"), data.get("records")
-        if mode not in ("letter", "cloze") or not isinstance(records, list):
-            raise ResultFileError(f"{path}: needs 'mode' (letter or cloze) and a 'records' list")
-        needed = RECORD_FIELDS + (("pred_norm", "correct_norm") if mode == "cloze" else ())
+        try:
+            prompt = get_prompt_mode(mode) if isinstance(mode, str) else None
+        except PromptModeError:
+            prompt = None
+        if prompt is None or not isinstance(records, list):
+            raise ResultFileError(f"{path}: needs 'mode' (a registered prompt mode: letter or cloze) and a 'records' list")
+        needed = RECORD_FIELDS + (("pred_norm", "correct_norm") if prompt.acc_norm else ())
         for number, record in enumerate(records, start=1):
             missing = [k for k in needed if not isinstance(record, dict) or k not in record]
             if missing:
@@ -148,11 +156,11 @@ class EvalResult:
 
     def table(self) -> str:
         """A plain-text table: one row per subject, then per task, then overall."""
-        headers = ["group", "n", "acc", "95% CI"] + (["acc_norm", "95% CI (norm)"] if self.mode == "cloze" else [])
+        headers = ["group", "n", "acc", "95% CI"] + (["acc_norm", "95% CI (norm)"] if "acc_norm" in self.metrics else [])
 
         def cells(name: str, row: dict[str, Any]) -> list[str]:
             out = [name, str(row["n"]), f"{row['acc']:.3f}", f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"]
-            if self.mode == "cloze":
+            if "acc_norm" in self.metrics:
                 out += [f"{row['acc_norm']:.3f}", f"[{row['acc_norm_ci_low']:.3f}, {row['acc_norm_ci_high']:.3f}]"]
             return out
 
@@ -170,11 +178,11 @@ class EvalResult:
         """Notebook summary: accuracy per subject with 95% intervals (subject and model names escaped)."""
         from html import escape
 
-        headers = ["subject", "n", "acc", "95% CI"] + (["acc_norm"] if self.mode == "cloze" else [])
+        headers = ["subject", "n", "acc", "95% CI"] + (["acc_norm"] if "acc_norm" in self.metrics else [])
 
         def cells(name: str, row: dict[str, Any], bold: bool = False) -> str:
             values = [escape(name), str(row["n"]), f"{row['acc']:.3f}", f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"]
-            if self.mode == "cloze":
+            if "acc_norm" in self.metrics:
                 values.append(f"{row['acc_norm']:.3f}")
             tag = "th" if bold else "td"
             return "<tr>" + "".join(f"<{tag} style='text-align:left'>{v}</{tag}>" for v in values) + "</tr>"
