@@ -176,24 +176,18 @@ class EvalResult:
 
     def _repr_html_(self) -> str:
         """Notebook summary: accuracy per subject with 95% intervals (subject and model names escaped)."""
-        from html import escape
+        from rmu_lens._templates import macro
 
-        headers = ["subject", "n", "acc", "95% CI"] + (["acc_norm"] if "acc_norm" in self.metrics else [])
+        norm = "acc_norm" in self.metrics
+        headers = ["subject", "n", "acc", "95% CI"] + (["acc_norm"] if norm else [])
 
-        def cells(name: str, row: dict[str, Any], bold: bool = False) -> str:
-            values = [escape(name), str(row["n"]), f"{row['acc']:.3f}", f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"]
-            if "acc_norm" in self.metrics:
-                values.append(f"{row['acc_norm']:.3f}")
-            tag = "th" if bold else "td"
-            return "<tr>" + "".join(f"<{tag} style='text-align:left'>{v}</{tag}>" for v in values) + "</tr>"
+        def cells(name: str, row: dict[str, Any]) -> list[str]:
+            values = [name, str(row["n"]), f"{row['acc']:.3f}", f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"]
+            return values + ([f"{row['acc_norm']:.3f}"] if norm else [])
 
-        rows = "".join(cells(name, row) for name, row in self.by_subject().items()) + cells("overall", self.overall(), True)
-        head = "".join(f"<th style='text-align:left'>{escape(h)}</th>" for h in headers)
-        model = escape(str(self.meta.get("model", "?")))
-        return (
-            f"<b>Evaluation</b> <span style='color:#666'>{escape(self.mode)} mode · model <code>{model}</code> · "
-            f"{len(self.records)} questions</span><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-        )
+        rows = [cells(name, row) for name, row in self.by_subject().items()]
+        return macro("widgets.html", "eval_result", self.mode, str(self.meta.get("model", "?")), len(self.records),
+                     headers, rows, cells("overall", self.overall())).strip()
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:
