@@ -69,12 +69,13 @@ class PromptMode:
 
 
 _MODES: dict[str, PromptMode] = {}
+Builder = Callable[[Question], Request]
 
 
-def prompt_mode(name: str, *, lm_eval_tasks: str, acc_norm: bool = False) -> Callable[[Callable[[Question], Request]], Callable[[Question], Request]]:
+def prompt_mode(name: str, *, lm_eval_tasks: str, acc_norm: bool = False) -> Callable[[Builder], Builder]:
     """Register a prompt mode: decorate a function ``Question -> Request``."""
 
-    def register(build: Callable[[Question], Request]) -> Callable[[Question], Request]:
+    def register(build: Builder) -> Builder:
         _MODES[name] = PromptMode(name, build, lm_eval_tasks, acc_norm)
         return build
 

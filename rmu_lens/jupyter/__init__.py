@@ -6,7 +6,7 @@
 | dashboard.py  | TrainingDashboard (a trainer callback), TrainingJob, start_training (thread)  |
 | explorers.py  | LayerExplorer, ProbeExplorer, DamageExplorer over analysis results            |
 | generations.py| GenerationsExplorer: base vs unlearned completions per role, gibberish, perplexity |
-| display.py    | Figure → PNG, escaped HTML tables shared by widgets and ``_repr_html_``       |
+| display.py    | Figure → PNG; HTML tables, titles, status lines (templates/widgets.html)      |
 
     %load_ext rmu_lens ─▶ magics ─▶ rmu_lens.unlearn / evaluate / compare / analysis ─▶ user variables
     trainer ─callbacks─▶ TrainingDashboard ─▶ ipywidgets (Image, progress, Stop → trainer.request_stop)

@@ -4,8 +4,8 @@
 |-------------|---------------------------------------------------------------------------------|
 | headline.py | accuracy per role (forget / adjacent / distant) before → after; layer-l signatures |
 | build.py    | Report, ReportFigure, RobustnessSection; build_report() from results            |
-| html.py     | render_html(): inline CSS, base64 PNG figures, escaped text, data-key cells      |
-| utility.py  | the utility section: perplexity per dataset, gibberish per role, generations     |
+| html.py     | render_html(): templates/report.html (autoescaped), base64 PNG figures, data-key |
+| utility.py  | the utility section (templates/utility.html): perplexity, gibberish, generations |
 
     EvalResults + roles ─▶ headline ─┐
     run history, Comparison ────────┼─▶ build_report ─▶ Report ─▶ render_html ─▶ report.html
