@@ -5,64 +5,38 @@
     run = rl.unlearn(model, forget=[rl.load_corpus("bundled:virology")],
                      retain=rl.load_corpus("bundled:retain"), config=rl.RMUConfig.profile("demo"))
 
-Names are imported lazily so the command line starts without loading torch or TransformerLens.
+The top level holds what a researcher types; plumbing stays in its package (``rmu_lens.models``,
+``rmu_lens.pipeline``, ``rmu_lens.rmu.config``). Names are imported lazily (``lazy_loader``) so the
+command line starts without loading torch or TransformerLens. ``rmu_lens.audit`` is the package
+of the audits, and calling it runs :func:`rmu_lens.audit.audit`.
 In Jupyter, ``%load_ext rmu_lens`` adds the magics (see rmu_lens.jupyter).
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
+
+import lazy_loader
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "load_model": "rmu_lens.models",
-    "build_random_model": "rmu_lens.models",
-    "save_hf_model": "rmu_lens.models",
-    "tokenizer_of": "rmu_lens.models",
-    "RMUConfig": "rmu_lens.rmu.config",
-    "PROFILES": "rmu_lens.rmu.config",
-    "RMURun": "rmu_lens.rmu.trainer",
-    "RMUTrainer": "rmu_lens.rmu.trainer",
-    "unlearn": "rmu_lens.rmu.trainer",
-    "load_corpus": "rmu_lens.data.corpora",
-    "Corpus": "rmu_lens.data.corpora",
-    "read_run": "rmu_lens.rmu.rundir",
-    "evaluate": "rmu_lens.eval",
-    "load_questions": "rmu_lens.eval",
-    "compare": "rmu_lens.eval",
-    "EvalResult": "rmu_lens.eval",
-    "perplexity": "rmu_lens.utility.perplexity",
-    "load_testbed": "rmu_lens.testbed",
-    "testbed_rmu_config": "rmu_lens.testbed",
-    "make_world": "rmu_lens.testbed",
-    "analyze": "rmu_lens.analysis",
-    "analyze_run": "rmu_lens.analysis",
-    "Analysis": "rmu_lens.analysis",
-    "collect_activations": "rmu_lens.analysis",
-    "Activations": "rmu_lens.analysis",
-    "CollapseAnalysis": "rmu_lens.analysis",
-    "ProbeAnalysis": "rmu_lens.analysis",
-    "LinearProbe": "rmu_lens.analysis",
-    "DamageAnalysis": "rmu_lens.analysis",
-    "audit": "rmu_lens.audit",
-    "AuditResult": "rmu_lens.audit",
-    "FinetuneConfig": "rmu_lens.audit",
-    "layer_study": "rmu_lens.audit.layer_study",
-    "build_report": "rmu_lens.report",
-    "run_pipeline": "rmu_lens.pipeline",
-    "smollm2_plan": "rmu_lens.pipeline",
-    "testbed_plan": "rmu_lens.pipeline",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'rmu_lens' has no attribute {name!r}")
+# ``audit`` is a submodule here, not the function: a function under its package's name would make
+# ``import rmu_lens.audit.suite as s`` fail; the package is callable instead.
+__getattr__, _lazy_dir, __all__ = lazy_loader.attach(__name__, submodules=["audit"], submod_attrs={
+    "models": ["load_model", "build_random_model", "save_hf_model"],
+    "rmu.config": ["RMUConfig"],
+    "rmu.trainer": ["RMURun", "RMUTrainer", "unlearn"],
+    "rmu.rundir": ["read_run"],
+    "data.corpora": ["load_corpus", "Corpus"],
+    "eval": ["evaluate", "load_questions", "Question", "compare", "Comparison", "EvalResult"],
+    "utility.perplexity": ["perplexity"],
+    "testbed": ["load_testbed", "testbed_rmu_config", "make_world"],
+    "analysis": ["analyze", "analyze_run", "Analysis", "collect_activations", "Activations",
+                 "CollapseAnalysis", "ProbeAnalysis", "LinearProbe", "DamageAnalysis"],
+    "audit": ["AuditResult", "FinetuneConfig", "layer_study"],
+    "report": ["build_report"],
+    "pipeline": ["run_pipeline"],
+})
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -80,4 +54,4 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+    return sorted(set(globals()) | set(_lazy_dir()))

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from rmu_lens.audit.audit import AuditResult
+from rmu_lens.audit.suite import AuditResult
 from rmu_lens.eval.stats import wilson_interval
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import bootstrap
 
-from rmu_lens.audit.recovery import Recovery, recovery
+from rmu_lens.audit.recovery_stats import Recovery, recovery
 
 
 def outcomes(correct: list[bool]) -> dict[str, bool]:

@@ -9,10 +9,10 @@ import pytest
 from matplotlib.figure import Figure
 
 from rmu_lens.audit.ablation import AblationCondition, AblationResult
-from rmu_lens.audit.audit import AuditFileError, AuditResult
+from rmu_lens.audit.suite import AuditFileError, AuditResult
 from rmu_lens.audit.finetune import FinetuneCondition, FinetuneResult
-from rmu_lens.audit.probe_audit import ProbeAuditResult
-from rmu_lens.audit.recovery import Recovery
+from rmu_lens.audit.probing import ProbeAuditResult
+from rmu_lens.audit.recovery_stats import Recovery
 
 
 def rec(value: float, low: float, high: float, note: str = "") -> Recovery:

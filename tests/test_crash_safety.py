@@ -14,6 +14,7 @@ import torch
 
 import rmu_lens as rl
 from rmu_lens.errors import OutputPathError, RMULensError, RunDirectoryError, RunLockedError
+from rmu_lens.models import tokenizer_of
 from rmu_lens.rmu.optim import LegacyAdamW
 from rmu_lens.rmu.rundir import RunExistsError
 from rmu_lens.rmu.trainer import NonFiniteLossError, RMUTrainer, open_run_directory
@@ -256,7 +257,7 @@ def test_adaptive_calibration_happens_for_train_step_callers(make_tiny):
     config = small_config(adaptive_beta=5.0)
     forget, retain = data()
     bridge = make_tiny(n_layers=4, seed=3)
-    tokenizer = rl.tokenizer_of(bridge)
+    tokenizer = tokenizer_of(bridge)
     tokenizer.padding_side = "right"
     batch = tokenizer(forget["bio"][:2], return_tensors="pt", padding=True, truncation=True, max_length=24)
     _, cache = bridge.run_with_cache(batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -315,7 +316,7 @@ def test_outputs_get_ordinary_file_permissions_under_the_umask(make_tiny, tmp_pa
 
 
 def test_every_rmu_lens_error_shares_one_base_and_keeps_its_builtin_type():
-    from rmu_lens.audit.audit import AuditFileError
+    from rmu_lens.audit.suite import AuditFileError
     from rmu_lens.data.corpora import CorpusError
     from rmu_lens.eval.questions import QuestionError
     from rmu_lens.eval.results import ResultFileError

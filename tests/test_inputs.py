@@ -10,6 +10,7 @@ import pytest
 
 from rmu_lens.data.corpora import Corpus, CorpusError, load_corpus
 from rmu_lens.eval.questions import QuestionError, load_questions
+from rmu_lens.models import tokenizer_of
 from rmu_lens.rmu.config import RMUConfig
 
 QUESTION = {"question": "Which is a virus?", "choices": ["influenza", "oak", "salt", "granite"], "answer": 0}
@@ -187,7 +188,7 @@ def test_a_list_of_token_batches_is_one_forget_topic(make_tiny):
     forget, retain = texts("bio", 8), texts("retain", 8)
     text_run = rl.unlearn(make_tiny(n_layers=4, seed=3), forget, retain, tiny_config(), progress=False)
     bridge = make_tiny(n_layers=4, seed=3)
-    tokenizer = rl.tokenizer_of(bridge)
+    tokenizer = tokenizer_of(bridge)
     token_run = rl.unlearn(bridge, tokenized(tokenizer, forget), tokenized(tokenizer, retain), tiny_config(), progress=False)
     assert token_run.topics == ["forget"] == text_run.topics
     assert [h["forget_loss"] for h in token_run.history] == pytest.approx([h["forget_loss"] for h in text_run.history], rel=1e-6)
@@ -199,7 +200,7 @@ def test_a_text_batch_of_single_tokens_is_refused_naming_the_batch(make_tiny):
 
     bridge = make_tiny(n_layers=4)
     # Two-token limit keeps one measurable token per row; the texts below tokenize to one token each.
-    tokenizer = rl.tokenizer_of(bridge)
+    tokenizer = tokenizer_of(bridge)
     single = [t for t in ("a", "b", "c", "d", "e", "x", "y", "z") if len(tokenizer(t)["input_ids"]) == 1][:2]
     assert len(single) == 2, "the tiny tokenizer should encode single letters as one token"
     with pytest.raises(ValueError, match=r"'forget' batch 0 \(texts 0..1, max_length=24\) has no row of two or more tokens"):

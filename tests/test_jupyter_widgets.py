@@ -289,3 +289,19 @@ def test_probe_explorer_switching_probes_keeps_a_valid_layer(analysis_and_compar
     explorer.layer.value = 2
     explorer.probe.value = "other"  # same layers: the chosen layer stays
     assert explorer.layer.value == 2 and "other probe at layer 2" in explorer.table.value
+
+
+def test_dashboard_end_status_and_title_escape_the_run_path_and_the_error(tmp_path):
+    from html import unescape
+    from types import SimpleNamespace
+
+    hostile = "<img src=x onerror=alert(1)>"
+    out = tmp_path / hostile
+    dashboard = TrainingDashboard(refresh_seconds=1e9)
+    dashboard.on_train_end(SimpleNamespace(status="stopped", out=out, history=[]))  # what on_train_end reads of a run
+    for html in (dashboard.status.value, dashboard.title.value):
+        assert "<img" not in html
+    assert dashboard.status.value.startswith("<b>stopped</b>") and "checkpoint kept" in dashboard.status.value
+    assert f"saved in {out}" in unescape(dashboard.title.value)
+    dashboard.on_error(ValueError(hostile))
+    assert "<img" not in dashboard.status.value and unescape(dashboard.status.value) == f"<b>failed</b>: ValueError: {hostile}"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
-from rmu_lens.audit.layer_study import LayerStudy, layer_study
+from rmu_lens.audit.layers import LayerStudy, layer_study
 from rmu_lens.eval import Question
 from rmu_lens.rmu import RMUConfig, RMUTrainer
 from rmu_lens.rmu.prefix import PrefixCache
@@ -81,7 +81,7 @@ def test_layer_study_names_a_bad_layer_or_mode(make_tiny):
 
 
 def test_effective_layers_need_both_removal_and_retention():
-    from rmu_lens.audit.layer_study import LayerPoint
+    from rmu_lens.audit.layers import LayerPoint
 
     def point(layer, mode, forget, retain):
         return LayerPoint(layer, mode, [layer], 1.0, forget, retain, None, 0.0, 1.0, 0.0)

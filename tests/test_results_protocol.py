@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from rmu_lens.analysis import Analysis, analyze
 from rmu_lens.analysis.damage import OverlapSweep
 from rmu_lens.analysis.probes import ProbeSet
-from rmu_lens.audit.layer_study import LayerPoint, LayerStudy
+from rmu_lens.audit.layers import LayerPoint, LayerStudy
 from rmu_lens.eval import Question
 from rmu_lens.eval.compare import Comparison, SubjectChange
 from rmu_lens.results import JSONResult, Result, ResultFormatError, ResultNotFoundError, finite_json

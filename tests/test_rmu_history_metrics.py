@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import rmu_lens as rl
+from rmu_lens.models import tokenizer_of
 from rmu_lens.rmu.params import resolve_parameters
 from rmu_lens.rmu.trainer import METRIC_TOKENS
 from tests.helpers import texts
@@ -75,7 +76,7 @@ def train_and_replay(make_tiny, **overrides):
     retain = texts("retain", 12, min_words=2, max_words=14)
     cfg = config(**overrides)
     bridge = make_tiny(n_layers=4, seed=5)
-    tokenizer = rl.tokenizer_of(bridge)
+    tokenizer = tokenizer_of(bridge)
     snapshots = WeightSnapshots(bridge, cfg)
     run = rl.unlearn(bridge, forget, retain, cfg, callbacks=[snapshots], progress=False)
     topics = list(forget)

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 import rmu_lens as rl
+from rmu_lens.models import tokenizer_of
 from rmu_lens.rmu.batches import forget_sources, retain_sources, schedule, step_count
 from rmu_lens.rmu.rundir import RunExistsError
 from rmu_lens.rmu.trainer import NonFiniteLossError
@@ -53,7 +54,7 @@ def test_schedule_pairs_batches_as_the_official_code():
 def test_adaptive_coefficient_is_beta_times_the_frozen_mean_token_norm(make_tiny):
     bridge = make_tiny(n_layers=4, seed=3)
     forget, retain = data()
-    tokenizer = rl.tokenizer_of(bridge)
+    tokenizer = tokenizer_of(bridge)
     tokenizer.padding_side = "right"
     batch = tokenizer(forget["bio"][:2], return_tensors="pt", padding=True, truncation=True, max_length=24)
     _, cache = bridge.run_with_cache(batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -249,7 +250,7 @@ def test_pre_tokenized_batches_train_like_the_same_texts(make_tiny):
     forget, retain = data()
     text_run = rl.unlearn(make_tiny(n_layers=4, seed=2), forget, retain, small_config(max_batches=4), progress=False)
     bridge = make_tiny(n_layers=4, seed=2)
-    tokenizer = rl.tokenizer_of(bridge)
+    tokenizer = tokenizer_of(bridge)
     tokenizer.padding_side = "right"
 
     def tokenized(items, max_length=24):

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from rmu_lens.analysis.analyze import run_inputs
-from rmu_lens.audit.audit import _run_settings
+from rmu_lens.audit.suite import _run_settings
 from rmu_lens.errors import RMULensError, RunDirectoryError
 from rmu_lens.rmu import RMUConfig, RMURun, unlearn
 from rmu_lens.rmu.record import NotARunError

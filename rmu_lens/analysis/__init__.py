@@ -17,37 +17,15 @@ Figures of these results are in ``rmu_lens.plots.representations``; the overlap 
 experiment) is ``rmu_lens.testbed.overlap_sweep``.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-# Imported eagerly: the submodule analyze.py shares its name with the function analyze(), and a
-# lazy import would leave the module, not the function, as rmu_lens.analysis.analyze.
-from rmu_lens.analysis.activations import (
-    Activations,
-    answer_position_activations,
-    collect_activations,
-    resid_post_hooks,
-    tokenize,
-)
-from rmu_lens.analysis.analyze import Analysis, analyze, analyze_run, knowledge_probe
-from rmu_lens.analysis.collapse import CollapseAnalysis, collapse_stats
-from rmu_lens.analysis.damage import DamageAnalysis, OverlapSweep
-from rmu_lens.analysis.probes import LinearProbe, ProbeAnalysis, probe_layers
-
-__all__ = [
-    "Activations",
-    "Analysis",
-    "CollapseAnalysis",
-    "DamageAnalysis",
-    "LinearProbe",
-    "OverlapSweep",
-    "ProbeAnalysis",
-    "analyze",
-    "analyze_run",
-    "answer_position_activations",
-    "collapse_stats",
-    "collect_activations",
-    "knowledge_probe",
-    "probe_layers",
-    "resid_post_hooks",
-    "tokenize",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "activations": ["Activations", "answer_position_activations", "collect_activations", "resid_post_hooks",
+                    "tokenize"],
+    "analyze": ["Analysis", "analyze", "analyze_run", "knowledge_probe"],
+    "collapse": ["CollapseAnalysis", "collapse_stats"],
+    "config": ["AnalysisConfig"],
+    "damage": ["DamageAnalysis", "OverlapSweep"],
+    "probes": ["LinearProbe", "ProbeAnalysis", "ProbeSet", "probe_layers"],
+    "registry": ["Analyzer", "register_analyzer"],
+})

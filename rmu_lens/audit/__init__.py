@@ -1,14 +1,14 @@
 """Recovery audits: how robust is an unlearning run? And the layer study of plain vs adaptive RMU.
 
-| file           | role                                                                          |
-|----------------|-------------------------------------------------------------------------------|
-| recovery.py    | Recovery: share of the removed forget accuracy brought back, paired bootstrap |
-| ablation.py    | RMU direction per layer (mean difference, first PC); project it out (TL hooks) |
-| finetune.py    | few-shot fine-tuning of a copy (LoRA via peft, or a few layers)               |
-| probe_audit.py | linear decodability of the forget answers per layer, base vs unlearned        |
-| audit.py       | audit(): the three audits in one call → AuditResult (JSON, headline, figures) |
-| layer_study.py | layer_study(): RMU at each layer, plain vs adaptive, with ablation recovery   |
-| commands.py    | `rmu-lens audit` and `rmu-lens layer-study`                                   |
+| file              | role                                                                                |
+|-------------------|-------------------------------------------------------------------------------------|
+| recovery_stats.py | Recovery, recovery(): share of the removed accuracy brought back, paired bootstrap  |
+| ablation.py       | RMU direction per layer (mean difference, first PC); project it out (TL hooks)      |
+| finetune.py       | few-shot fine-tuning of a copy (LoRA via peft, or a few layers)                     |
+| probing.py        | probe_audit(): linear decodability of the forget answers per layer, base vs unlearned |
+| suite.py          | audit(): the three audits in one call → AuditResult (JSON, headline, figures)       |
+| layers.py         | layer_study(): RMU at each layer, plain vs adaptive, with ablation recovery         |
+| commands.py       | `rmu-lens audit` and `rmu-lens layer-study`                                         |
 
     base + unlearned ─▶ evaluate (forget, retain) ─▶ Baseline
         ─▶ estimate_directions ─▶ ablated(...) ─▶ evaluate ─▶ Recovery per layer set (+ random control)
@@ -16,51 +16,33 @@
         ─▶ probe_audit (analysis.probes) ─▶ surviving decodability per layer
         ─▶ AuditResult ─▶ audit.json, figures/*.png, headline()
 
-Plots live in ``rmu_lens/plots/audit.py``. Names are imported lazily (torch is heavy), except
-``audit`` and ``AuditResult``: bound here so that ``rmu_lens.audit.audit`` is the function, not the
-submodule of the same name (audit.py imports nothing heavy at module level). The functions
-``recovery`` and ``layer_study`` share their module's name too: import them from their modules.
+Plots live in ``rmu_lens/plots/audit.py``. Names are imported lazily (torch is heavy) with
+``lazy_loader``; no module shares its name with a function, so ``rmu_lens.audit.audit`` is the
+function. ``rmu_lens.audit(...)`` runs it too: ``rmu_lens.audit`` is this package (Python binds a
+subpackage on its parent once imported), so the package is callable.
 """
 
-from __future__ import annotations
-
-import importlib
 import sys
 import types
 from typing import Any
 
-from rmu_lens.audit.audit import AuditResult, audit
+import lazy_loader
 
-_EXPORTS = {
-    "Recovery": "rmu_lens.audit.recovery",
-    "Baseline": "rmu_lens.audit.recovery",
-    "estimate_directions": "rmu_lens.audit.ablation",
-    "ablated": "rmu_lens.audit.ablation",
-    "ablation_audit": "rmu_lens.audit.ablation",
-    "AblationResult": "rmu_lens.audit.ablation",
-    "FinetuneConfig": "rmu_lens.audit.finetune",
-    "finetune_audit": "rmu_lens.audit.finetune",
-    "finetune_copy": "rmu_lens.audit.finetune",
-    "FinetuneResult": "rmu_lens.audit.finetune",
-    "probe_audit": "rmu_lens.audit.probe_audit",
-    "ProbeAuditResult": "rmu_lens.audit.probe_audit",
-    "LayerStudy": "rmu_lens.audit.layer_study",
-}
-__all__ = sorted([*_EXPORTS, "audit", "AuditResult"])
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "suite": ["audit", "AuditResult", "AuditFileError"],
+    "recovery_stats": ["Recovery", "Baseline", "recovery"],
+    "ablation": ["estimate_directions", "ablated", "ablation_audit", "AblationResult"],
+    "finetune": ["FinetuneConfig", "finetune_audit", "finetune_copy", "FinetuneResult"],
+    "probing": ["probe_audit", "ProbeAuditResult"],
+    "layers": ["layer_study", "LayerStudy"],
+})
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'rmu_lens.audit' has no attribute {name!r}")
+class _CallablePackage(types.ModuleType):
+    """``rmu_lens.audit(...)`` is ``rmu_lens.audit.audit(...)``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.audit(*args, **kwargs)
 
 
-class _CallableModule(types.ModuleType):
-    """``rmu_lens.audit(...)`` runs :func:`audit`: once this package is imported, ``rmu_lens.audit``
-    is the package (Python binds submodules on their parent), so the package itself must be callable."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> AuditResult:
-        return audit(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+sys.modules[__name__].__class__ = _CallablePackage

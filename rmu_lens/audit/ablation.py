@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from rmu_lens.audit.recovery import Baseline, Recovery
+from rmu_lens.audit.recovery_stats import Baseline, Recovery
 
 HOOK_TEMPLATE = "blocks.{layer}.hook_resid_post"
 METHODS = ("mean_diff", "pca")

@@ -120,7 +120,7 @@ def _load_data(args: argparse.Namespace):
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from rmu_lens.audit.audit import audit
+    from rmu_lens.audit.suite import audit
     from rmu_lens.audit.finetune import FinetuneConfig
     from rmu_lens.models import load_model
     from rmu_lens.rmu.rundir import check_writable_directory, read_run
@@ -152,7 +152,7 @@ def run_audit(args: argparse.Namespace) -> int:
 
 
 def run_layer_study(args: argparse.Namespace) -> int:
-    from rmu_lens.audit.layer_study import layer_study
+    from rmu_lens.audit.layers import layer_study
     from rmu_lens.models import load_model
     from rmu_lens.rmu.config import RMUConfig
     from rmu_lens.rmu.rundir import check_writable_directory

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from rmu_lens.audit.recovery import Baseline, Recovery
+from rmu_lens.audit.recovery_stats import Baseline, Recovery
 from rmu_lens.flags import setting
 from rmu_lens.rmu.batches import right_pad
 

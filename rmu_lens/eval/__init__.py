@@ -22,19 +22,11 @@
 Importing this package does not import torch; evaluate() does.
 """
 
-from rmu_lens.eval.compare import Comparison, SubjectChange, compare
-from rmu_lens.eval.evaluate import evaluate
-from rmu_lens.eval.questions import Question, QuestionError, load_questions
-from rmu_lens.eval.results import EvalResult, ResultFileError
+import lazy_loader
 
-__all__ = [
-    "Comparison",
-    "EvalResult",
-    "Question",
-    "QuestionError",
-    "ResultFileError",
-    "SubjectChange",
-    "compare",
-    "evaluate",
-    "load_questions",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "compare": ["Comparison", "SubjectChange", "compare"],
+    "evaluate": ["evaluate"],
+    "questions": ["Question", "QuestionError", "load_questions"],
+    "results": ["EvalResult", "ResultFileError"],
+})

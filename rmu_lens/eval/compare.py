@@ -80,23 +80,9 @@ class Comparison:
 
     def _repr_html_(self) -> str:
         """Notebook summary: per-subject change, drops in red and gains in green when the interval excludes 0."""
-        from html import escape
+        from rmu_lens._templates import macro
 
-        def row(r: SubjectChange) -> str:
-            colour = ("#c0392b" if r.delta < 0 else "#1e8449") if r.significant else "inherit"
-            values = [escape(r.subject), escape(r.role), str(r.n), f"{r.base_acc:.3f}", f"{r.new_acc:.3f}",
-                      f"<span style='color:{colour}'>{r.delta:+.3f}</span>", f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]",
-                      "*" if r.significant else ""]
-            return "<tr>" + "".join(f"<td style='text-align:left'>{v}</td>" for v in values) + "</tr>"
-
-        headers = ["subject", "role", "n", "base", "new", "change", "95% CI", ""]
-        head = "".join(f"<th style='text-align:left'>{escape(h)}</th>" for h in headers)
-        body = "".join(row(r) for r in self.rows + self.pooled)
-        return (
-            f"<b>Comparison</b> <span style='color:#666'>{escape(self.metric)}, change = new − base; "
-            f"* = 95% interval excludes 0 (paired by question)</span>"
-            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        )
+        return macro("widgets.html", "comparison", self.metric, self.rows + self.pooled).strip()
 
 
 def _normal(name: str) -> str:

@@ -13,16 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmu_lens.eval.prompts import MODES, build_request, encode_requests
+from rmu_lens.eval.prompts import build_request, encode_requests, get_prompt_mode
 from rmu_lens.eval.questions import Question, check_question, load_questions
 from rmu_lens.eval.results import EvalResult
 from rmu_lens.eval.scoring import score_requests
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-LM_EVAL_TASKS = {"letter": "wmdp_<topic> / mmlu_<subject>", "cloze": "mmlu_<subject>_continuation"}
-
 
 def resolve_model_source(source: str | os.PathLike) -> str:
     """A run directory (run.json + model/) means its model/; anything else is passed to load_model."""
@@ -108,7 +105,7 @@ def question_record(question: Question, loglikelihoods: list[float], mode: str) 
         "prediction": prediction,
         "correct": prediction == question.answer,
     }
-    if mode == "cloze":
+    if get_prompt_mode(mode).acc_norm:
         # lm-eval's acc_norm divides by len(choice): characters of the choice text, the leading space
         # not counted (its acc_bytes divides by UTF-8 bytes instead).
         normalised = [ll / len(c) if c else -math.inf for ll, c in zip(loglikelihoods, question.choices)]
@@ -135,8 +132,7 @@ def evaluate(
     ``wmdp_*``/``mmlu_*``: scores " A".." D") or ``cloze`` (``mmlu_*_continuation``: scores each
     choice's text; adds ``acc_norm``).
     """
-    if mode not in MODES:
-        raise ValueError(f"mode={mode!r}; choose 'letter' (lm-eval's wmdp/mmlu tasks) or 'cloze' (mmlu_*_continuation)")
+    prompt = get_prompt_mode(mode)
     if isinstance(questions, (str, os.PathLike)):
         data_source = os.fspath(questions)
         questions = load_questions(questions)
@@ -165,7 +161,7 @@ def evaluate(
         "model": model_name,
         "data": data_source,
         "mode": mode,
-        "lm_eval_tasks": LM_EVAL_TASKS[mode],
+        "lm_eval_tasks": prompt.lm_eval_tasks,
         "num_fewshot": 0,
         "n_questions": len(questions),
         "batch_size": batch_size,

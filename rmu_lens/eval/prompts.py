@@ -10,6 +10,9 @@ Cloze mode (lm-eval tasks ``mmlu_<subject>_continuation``)::
     The following are questions (with answers) about {topic}.\\n\\n
     Question: {question.strip()}\\nAnswer:                                  + " " + choice
 
+Prompt modes are a registry: ``@prompt_mode(NAME, lm_eval_tasks=...)`` on a function
+``Question -> Request`` adds a mode (see docs/contributing.md); ``PROMPT_MODES`` names the built-in ones.
+
 Tokens follow lm-eval's ``_encode_pair``: trailing whitespace of the context moves to the
 continuation; context+continuation is tokenized as ONE string and the context alone; the
 continuation's tokens are ``whole[len(context_ids):]``; special tokens are whatever the tokenizer
@@ -19,16 +22,16 @@ with the BOS text gets none.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rmu_lens.errors import RMULensError
 from rmu_lens.eval.questions import LETTERS, Question
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-MODES = ("letter", "cloze")
 LETTER_DESCRIPTION = "The following are multiple choice questions (with answers) about {topic}.\n\n"
 CLOZE_DESCRIPTION = "The following are questions (with answers) about {topic}.\n\n"
 TARGET_DELIMITER = " "
@@ -50,6 +53,44 @@ class TokenizedRequest:
     continuation_ids: list[list[int]]
 
 
+class PromptModeError(RMULensError, ValueError):
+    """An evaluation mode that is not registered: the message lists the registered ones."""
+
+
+@dataclass(frozen=True)
+class PromptMode:
+    """One way to ask a question: its prompt builder, lm-eval's task for it, and whether records carry
+    lm-eval's length-normalised ``acc_norm`` (the choice's log-likelihood over its characters)."""
+
+    name: str
+    build: Callable[[Question], Request]
+    lm_eval_tasks: str
+    acc_norm: bool = False
+
+
+_MODES: dict[str, PromptMode] = {}
+Builder = Callable[[Question], Request]
+
+
+def prompt_mode(name: str, *, lm_eval_tasks: str, acc_norm: bool = False) -> Callable[[Builder], Builder]:
+    """Register a prompt mode: decorate a function ``Question -> Request``."""
+
+    def register(build: Builder) -> Builder:
+        _MODES[name] = PromptMode(name, build, lm_eval_tasks, acc_norm)
+        return build
+
+    return register
+
+
+def get_prompt_mode(name: str) -> PromptMode:
+    """The registered mode ``name``, or a PromptModeError listing the registered ones."""
+    if name not in _MODES:
+        choices = ", ".join(f"{m.name!r} ({m.lm_eval_tasks})" for m in _MODES.values())
+        raise PromptModeError(f"mode={name!r}; choose one of {choices}")
+    return _MODES[name]
+
+
+@prompt_mode("letter", lm_eval_tasks="wmdp_<topic> / mmlu_<subject>")
 def letter_request(question: Question) -> Request:
     """lm-eval's ``wmdp_*`` / ``mmlu_*`` prompt: choices listed A-D, continuations ``" A"``..``" D"``."""
     lines = "".join(f"\n{letter}. {choice}" for letter, choice in zip(LETTERS, question.choices))
@@ -57,19 +98,21 @@ def letter_request(question: Question) -> Request:
     return Request(context, [TARGET_DELIMITER + letter for letter in LETTERS[: len(question.choices)]])
 
 
+@prompt_mode("cloze", lm_eval_tasks="mmlu_<subject>_continuation", acc_norm=True)
 def cloze_request(question: Question) -> Request:
     """lm-eval's ``mmlu_<subject>_continuation`` prompt: each choice's own text is the continuation."""
     context = CLOZE_DESCRIPTION.format(topic=question.topic) + f"Question: {question.question.strip()}\nAnswer:"
     return Request(context, [TARGET_DELIMITER + choice for choice in question.choices])
 
 
+PROMPT_MODES: tuple[str, ...] = tuple(_MODES)
+"""The built-in mode names (for argparse ``choices``); ``get_prompt_mode`` also finds modes registered later."""
+MODES = PROMPT_MODES
+
+
 def build_request(question: Question, mode: str) -> Request:
-    """The prompt of ``question`` in ``mode`` (``letter`` or ``cloze``)."""
-    if mode == "letter":
-        return letter_request(question)
-    if mode == "cloze":
-        return cloze_request(question)
-    raise ValueError(f"mode={mode!r}; choose 'letter' (lm-eval's wmdp/mmlu tasks) or 'cloze' (mmlu_*_continuation)")
+    """The prompt of ``question`` in a registered ``mode`` (``letter`` or ``cloze``)."""
+    return get_prompt_mode(mode).build(question)
 
 
 def move_trailing_space(context: str, continuation: str) -> tuple[str, str]:

@@ -10,6 +10,10 @@ Accepted sources (``load_questions(source)``):
 * ``bundled:NAME`` for a set shipped in ``rmu_lens/data/questions/``;
 * an HF dataset name (``cais/wmdp`` with ``config="wmdp-bio"``, ``cais/mmlu``) when online.
 
+Question formats and file readers are registries: ``@question_format(NAME, ...)`` on a function
+``path -> (where, record) rows`` adds a ``format=`` value, ``@row_reader(".SUFFIX")`` adds a file
+type the ``wmdp`` and ``mmlu`` formats read (see docs/contributing.md).
+
 Every row is checked where it enters: errors name the file, the row and the fix. Files must be
 UTF-8; a row whose question and choices together exceed ``max_chars`` characters (default
 ``MAX_QUESTION_CHARS``) is refused before anything tokenizes it.
@@ -20,7 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -31,7 +35,6 @@ from rmu_lens.errors import RMULensError
 
 N_CHOICES = 4
 LETTERS = "ABCD"
-FORMATS = ("wmdp", "mmlu", "mmlu-csv")
 BUNDLED_PREFIX = "bundled:"
 QUESTION_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 # lm-eval's topic words in the WMDP task descriptions (tasks/wmdp/wmdp_*.yaml).
@@ -174,17 +177,35 @@ def _build(rows: Iterable[tuple[str, Any]], task: str, max_chars: int | None = M
 
 # --- readers ------------------------------------------------------------------------------
 
+Rows = Iterator[tuple[str, Any]]
+"""(where, record) pairs: ``where`` names the file and row in error messages."""
+
+ROW_READERS: dict[str, Callable[[Path], Rows]] = {}
+"""File suffix → reader of that file's rows (the files the ``wmdp`` and ``mmlu`` formats read)."""
+
+
+def row_reader(suffix: str) -> Callable[[Callable[[Path], Rows]], Callable[[Path], Rows]]:
+    """Register a reader of ``suffix`` files (``.jsonl``): a function ``path -> (where, record) rows``."""
+
+    def register(reader: Callable[[Path], Rows]) -> Callable[[Path], Rows]:
+        ROW_READERS[suffix.lower()] = reader
+        return reader
+
+    return register
+
 
 def _not_utf8(path: Path, error: UnicodeDecodeError) -> QuestionError:
     return QuestionError(not_utf8_message(path, error))
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, Any]]:
+@row_reader(".jsonl")
+def _jsonl_rows(path: Path) -> Rows:
     for number, record in jsonl_records(path, QuestionError, "; each line must be one JSON object"):
         yield f"{path}:{number}", record
 
 
-def _json_rows(path: Path) -> Iterator[tuple[str, Any]]:
+@row_reader(".json")
+def _json_rows(path: Path) -> Rows:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as error:
@@ -206,7 +227,8 @@ def _json_rows(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"{path}: row {number}", record
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
+@row_reader(".parquet")
+def _parquet_rows(path: Path) -> Rows:
     try:
         import pyarrow.parquet as pq
     except ImportError as error:
@@ -219,7 +241,7 @@ def _parquet_rows(path: Path) -> Iterator[tuple[str, Any]]:
         yield f"{path}: row {number}", record
 
 
-def _csv_rows(path: Path, subject: str) -> Iterator[tuple[str, Any]]:
+def _csv_rows(path: Path, subject: str) -> Rows:
     try:
         with path.open(encoding="utf-8", newline="") as handle:
             reader = csv.reader(handle)
@@ -268,6 +290,101 @@ def _csv_directory_files(directory: Path) -> list[Path]:
     return files
 
 
+# --- formats ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuestionFormat:
+    """A ``format=`` of :func:`load_questions`: how its files become rows, and what the rows need.
+
+    ``detects``: file suffixes for which this format is chosen when ``format=None``; ``folders``: it
+    reads a directory (and is the format detected for one); ``task``: the set's default task name
+    (None: the file's stem); ``needs_subject``: every row must carry a ``subject``.
+    """
+
+    name: str
+    rows: Callable[[Path], Rows]
+    detects: tuple[str, ...] = ()
+    folders: bool = False
+    task: str | None = None
+    needs_subject: bool = False
+
+
+QUESTION_FORMATS: dict[str, QuestionFormat] = {}
+
+
+def question_format(
+    name: str, *, detects: Sequence[str] = (), folders: bool = False, task: str | None = None, needs_subject: bool = False
+) -> Callable[[Callable[[Path], Rows]], Callable[[Path], Rows]]:
+    """Register a question format: decorate a function ``path -> (where, record) rows``."""
+
+    def register(rows: Callable[[Path], Rows]) -> Callable[[Path], Rows]:
+        QUESTION_FORMATS[name] = QuestionFormat(name, rows, tuple(s.lower() for s in detects), folders, task, needs_subject)
+        return rows
+
+    return register
+
+
+def get_question_format(name: str) -> QuestionFormat:
+    """The registered format ``name``, or a QuestionError listing the registered ones."""
+    if name not in QUESTION_FORMATS:
+        raise QuestionError(f"format={name!r}; choose one of {list(QUESTION_FORMATS)} or None to detect it")
+    return QUESTION_FORMATS[name]
+
+
+def _suffix_rows(path: Path) -> Rows:
+    """Rows of a file by its suffix (ROW_READERS)."""
+    suffix = path.suffix.lower()
+    if suffix not in ROW_READERS:
+        others = [f"{s} with format {f.name!r}" for f in QUESTION_FORMATS.values() for s in f.detects if s not in ROW_READERS]
+        raise QuestionError(f"{path}: unsupported question file {suffix!r}; use {', '.join([*ROW_READERS, *others])}")
+    return ROW_READERS[suffix](path)
+
+
+@question_format("wmdp", detects=(".jsonl", ".json", ".parquet"))
+def wmdp_rows(path: Path) -> Rows:
+    """WMDP schema ``{question, choices, answer}`` (optional ``subject``) in any ROW_READERS file."""
+    return _suffix_rows(path)
+
+
+@question_format("mmlu", task="mmlu", needs_subject=True)
+def mmlu_rows(path: Path) -> Rows:
+    """The ``cais/mmlu`` schema: WMDP's fields and a ``subject`` on every row."""
+    return _suffix_rows(path)
+
+
+@question_format("mmlu-csv", detects=(".csv",), folders=True, task="mmlu")
+def mmlu_csv_rows(path: Path) -> Rows:
+    """MMLU's original CSV layout: one file, or a folder of ``<subject>_test.csv`` (one subject each)."""
+    if path.is_dir():
+        return (row for file in _csv_directory_files(path) for row in _csv_rows(file, csv_subject(file)))
+    if path.suffix.lower() != ".csv":
+        raise QuestionError(f"{path}: format 'mmlu-csv' reads .csv files (question, A, B, C, D, answer), not {path.suffix.lower()!r}")
+    return _csv_rows(path, csv_subject(path))
+
+
+FORMATS = tuple(QUESTION_FORMATS)
+"""The built-in format names (``QUESTION_FORMATS`` also holds any registered later)."""
+
+
+def _detect_format(path: Path) -> QuestionFormat:
+    """The format a folder or a file's suffix implies; JSON/parquet rows read as WMDP (a ``subject`` is
+    read in either schema)."""
+    for spec in QUESTION_FORMATS.values():
+        if (path.is_dir() and spec.folders) or (path.is_file() and path.suffix.lower() in spec.detects):
+            return spec
+    return QUESTION_FORMATS["wmdp"]
+
+
+def _read_path(path: Path, spec: QuestionFormat | None, task: str | None, max_chars: int | None) -> list[Question]:
+    """Questions of a local file or folder in format ``spec`` (detected when None)."""
+    if path.is_dir() and spec is not None and not spec.folders:
+        readers = [f.name for f in QUESTION_FORMATS.values() if f.folders]
+        raise QuestionError(f"{path} is a directory; only format(s) {readers} read a folder (of <subject>_test.csv files)")
+    spec = spec or _detect_format(path)
+    return _build(spec.rows(path), task or spec.task or path.stem, max_chars)
+
+
 # --- sources ------------------------------------------------------------------------------
 
 
@@ -291,24 +408,6 @@ def _bundled_path(name: str) -> Path:
         raise QuestionError(f"No bundled question set {name!r}; available: {available}")
     folder = bundled_question_dir()
     return next(folder / f"{name}{suffix}" for suffix in QUESTION_SUFFIXES if (folder / f"{name}{suffix}").is_file())
-
-
-def _detect_format(path: Path) -> str:
-    if path.is_dir() or path.suffix.lower() == ".csv":
-        return "mmlu-csv"
-    return "wmdp"  # JSON/parquet rows: a `subject` field is read in either schema
-
-
-def _file_rows(path: Path, fmt: str) -> Iterator[tuple[str, Any]]:
-    suffix = path.suffix.lower()
-    if fmt == "mmlu-csv":
-        if suffix != ".csv":
-            raise QuestionError(f"{path}: format 'mmlu-csv' reads .csv files (question, A, B, C, D, answer), not {suffix!r}")
-        return _csv_rows(path, csv_subject(path))
-    readers = {".jsonl": _jsonl_rows, ".json": _json_rows, ".parquet": _parquet_rows}
-    if suffix not in readers:
-        raise QuestionError(f"{path}: unsupported question file {suffix!r}; use .jsonl, .json, .parquet, or .csv with format 'mmlu-csv'")
-    return readers[suffix](path)
 
 
 def _hf_rows(name: str, config: str | None) -> tuple[list[tuple[str, Any]], str]:
@@ -344,42 +443,31 @@ def load_questions(
     """Load a multiple-choice set as a list of :class:`Question`.
 
     ``source``: a .jsonl/.json/.parquet file, an MMLU CSV file or folder, ``bundled:NAME``, or an HF
-    dataset name (``config`` picks e.g. ``wmdp-bio``). ``format``: ``wmdp`` | ``mmlu`` | ``mmlu-csv``
-    (detected when None). ``subjects`` keeps those subjects (or tasks); ``limit`` keeps the first N
+    dataset name (``config`` picks e.g. ``wmdp-bio``). ``format``: a registered format
+    (``wmdp`` | ``mmlu`` | ``mmlu-csv``; detected when None). ``subjects`` keeps those subjects (or tasks); ``limit`` keeps the first N
     questions of each subject, like lm-eval's per-task ``--limit``. ``task`` renames the set.
     ``max_chars`` refuses a row whose question and choices are longer (None: no limit).
     """
-    if format is not None and format not in FORMATS:
-        raise QuestionError(f"format={format!r}; choose one of {list(FORMATS)} or None to detect it")
+    spec = None if format is None else get_question_format(format)
     if limit is not None and limit < 1:
         raise QuestionError(f"limit={limit}; give a positive number of questions per subject, or None for all")
     text = os.fspath(source)
     if text.startswith(BUNDLED_PREFIX):
         name = text[len(BUNDLED_PREFIX):]
-        path = _bundled_path(name)
-        questions = _build(_file_rows(path, format or _detect_format(path)), task or name, max_chars)
+        questions = _read_path(_bundled_path(name), spec, task or name, max_chars)
     else:
         path = Path(text).expanduser()
-        if path.is_dir():
-            fmt = format or "mmlu-csv"
-            if fmt != "mmlu-csv":
-                raise QuestionError(f"{path} is a directory; only format 'mmlu-csv' reads a folder of <subject>_test.csv files")
-            files = _csv_directory_files(path)
-            rows = (row for file in files for row in _csv_rows(file, csv_subject(file)))
-            questions = _build(rows, task or "mmlu", max_chars)
-        elif path.is_file():
-            fmt = format or _detect_format(path)
-            default_task = "mmlu" if fmt in ("mmlu", "mmlu-csv") else path.stem
-            questions = _build(_file_rows(path, fmt), task or default_task, max_chars)
+        if path.is_dir() or path.is_file():
+            questions = _read_path(path, spec, task, max_chars)
         elif path.suffix.lower() in QUESTION_SUFFIXES or text.startswith((".", "/", "~")) or text.count("/") != 1:
             raise QuestionError(f"Question file not found: {path}")
         else:
             rows, hf_task = _hf_rows(text, config)
             questions = _build(rows, task or hf_task, max_chars)
-        if format == "mmlu":
+        if spec is not None and spec.needs_subject:
             unlabelled = [q.id for q in questions if not q.subject]
             if unlabelled:
-                raise QuestionError(f"{source}: format 'mmlu' needs a 'subject' on every row; {unlabelled[0]!r} has none")
+                raise QuestionError(f"{source}: format {spec.name!r} needs a 'subject' on every row; {unlabelled[0]!r} has none")
     if not questions:
         raise QuestionError(f"{source}: no questions found")
     return select(questions, subjects=subjects, limit=limit, source=text)

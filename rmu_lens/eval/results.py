@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rmu_lens.eval.prompts import MODES
 from rmu_lens.eval.stats import wilson_interval
 from rmu_lens.errors import RMULensError
 
@@ -49,7 +48,9 @@ class EvalResult:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return ("acc", "acc_norm") if self.mode == "cloze" else ("acc",)
+        from rmu_lens.eval.prompts import get_prompt_mode
+
+        return ("acc", "acc_norm") if get_prompt_mode(self.mode).acc_norm else ("acc",)
 
     def _outcome_key(self, metric: str) -> str:
         if metric not in self.metrics:
@@ -83,7 +84,7 @@ class EvalResult:
         table = {}
         for name in sorted(groups):
             row = self.summary("acc", groups[name])
-            if self.mode == "cloze":
+            if "acc_norm" in self.metrics:
                 norm = self.summary("acc_norm", groups[name])
                 row |= {"acc_norm": norm["acc"], "acc_norm_ci_low": norm["ci_low"], "acc_norm_ci_high": norm["ci_high"]}
             table[name] = row
@@ -102,7 +103,7 @@ class EvalResult:
 
     def overall(self) -> dict[str, float | int]:
         row = self.summary("acc")
-        if self.mode == "cloze":
+        if "acc_norm" in self.metrics:
             norm = self.summary("acc_norm")
             row |= {"acc_norm": norm["acc"], "acc_norm_ci_low": norm["ci_low"], "acc_norm_ci_high": norm["ci_high"]}
         return row
@@ -135,10 +136,16 @@ class EvalResult:
         data = read_format_json(
             path, FORMAT, ResultFileError, "an rmu_lens evaluation", "pass a file written by EvalResult.save (rmu-lens eval)"
         )
+        from rmu_lens.eval.prompts import PromptModeError, get_prompt_mode
+
         mode, records = data.get("mode"), data.get("records")
-        if mode not in MODES or not isinstance(records, list):
-            raise ResultFileError(f"{path}: needs 'mode' ({' or '.join(MODES)}) and a 'records' list")
-        needed = RECORD_FIELDS + (("pred_norm", "correct_norm") if mode == "cloze" else ())
+        try:
+            prompt = get_prompt_mode(mode) if isinstance(mode, str) else None
+        except PromptModeError:
+            prompt = None
+        if prompt is None or not isinstance(records, list):
+            raise ResultFileError(f"{path}: needs 'mode' (a registered prompt mode: letter or cloze) and a 'records' list")
+        needed = RECORD_FIELDS + (("pred_norm", "correct_norm") if prompt.acc_norm else ())
         for number, record in enumerate(records, start=1):
             missing = [k for k in needed if not isinstance(record, dict) or k not in record]
             if missing:
@@ -149,11 +156,11 @@ class EvalResult:
 
     def table(self) -> str:
         """A plain-text table: one row per subject, then per task, then overall."""
-        headers = ["group", "n", "acc", "95% CI"] + (["acc_norm", "95% CI (norm)"] if self.mode == "cloze" else [])
+        headers = ["group", "n", "acc", "95% CI"] + (["acc_norm", "95% CI (norm)"] if "acc_norm" in self.metrics else [])
 
         def cells(name: str, row: dict[str, Any]) -> list[str]:
             out = [name, str(row["n"]), f"{row['acc']:.3f}", f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"]
-            if self.mode == "cloze":
+            if "acc_norm" in self.metrics:
                 out += [f"{row['acc_norm']:.3f}", f"[{row['acc_norm_ci_low']:.3f}, {row['acc_norm_ci_high']:.3f}]"]
             return out
 
@@ -169,24 +176,18 @@ class EvalResult:
 
     def _repr_html_(self) -> str:
         """Notebook summary: accuracy per subject with 95% intervals (subject and model names escaped)."""
-        from html import escape
+        from rmu_lens._templates import macro
 
-        headers = ["subject", "n", "acc", "95% CI"] + (["acc_norm"] if self.mode == "cloze" else [])
+        norm = "acc_norm" in self.metrics
+        headers = ["subject", "n", "acc", "95% CI"] + (["acc_norm"] if norm else [])
 
-        def cells(name: str, row: dict[str, Any], bold: bool = False) -> str:
-            values = [escape(name), str(row["n"]), f"{row['acc']:.3f}", f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"]
-            if self.mode == "cloze":
-                values.append(f"{row['acc_norm']:.3f}")
-            tag = "th" if bold else "td"
-            return "<tr>" + "".join(f"<{tag} style='text-align:left'>{v}</{tag}>" for v in values) + "</tr>"
+        def cells(name: str, row: dict[str, Any]) -> list[str]:
+            values = [name, str(row["n"]), f"{row['acc']:.3f}", f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]"]
+            return values + ([f"{row['acc_norm']:.3f}"] if norm else [])
 
-        rows = "".join(cells(name, row) for name, row in self.by_subject().items()) + cells("overall", self.overall(), True)
-        head = "".join(f"<th style='text-align:left'>{escape(h)}</th>" for h in headers)
-        model = escape(str(self.meta.get("model", "?")))
-        return (
-            f"<b>Evaluation</b> <span style='color:#666'>{escape(self.mode)} mode · model <code>{model}</code> · "
-            f"{len(self.records)} questions</span><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
-        )
+        rows = [cells(name, row) for name, row in self.by_subject().items()]
+        return macro("widgets.html", "eval_result", self.mode, str(self.meta.get("model", "?")), len(self.records),
+                     headers, rows, cells("overall", self.overall())).strip()
 
 
 def format_table(headers: list[str], rows: list[list[str]]) -> str:

@@ -7,6 +7,13 @@
   correlation of the paired outcomes, estimated as the paper defines it (a positive ``ad - bc`` is
   reduced by n/2), so the interval keeps a width when no pair is discordant. With the correlation
   set to 0 it is Newcombe's hybrid score interval for independent samples.
+
+Both are closed forms, so ``scipy.stats.bootstrap`` has no place here (the tests compare them with
+float64 recomputations and scipy's own Wilson interval). The one bootstrap of the package, the
+audits' recovery ratio (``rmu_lens.audit.recovery_stats``), keeps its own resampling: draws in which
+nothing was removed leave the ratio undefined and are dropped and counted, whereas
+``scipy.stats.bootstrap`` returns a NaN interval as soon as one draw's statistic is NaN. Its test
+checks it against ``scipy.stats.bootstrap(paired=True, method="percentile")`` where no draw is undefined.
 """
 
 from __future__ import annotations

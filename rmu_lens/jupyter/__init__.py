@@ -6,7 +6,7 @@
 | dashboard.py  | TrainingDashboard (a trainer callback), TrainingJob, start_training (thread)  |
 | explorers.py  | LayerExplorer, ProbeExplorer, DamageExplorer over analysis results            |
 | generations.py| GenerationsExplorer: base vs unlearned completions per role, gibberish, perplexity |
-| display.py    | Figure → PNG, escaped HTML tables shared by widgets and ``_repr_html_``       |
+| display.py    | Figure → PNG; HTML tables, titles, status lines (templates/widgets.html)      |
 
     %load_ext rmu_lens ─▶ magics ─▶ rmu_lens.unlearn / evaluate / compare / analysis ─▶ user variables
     trainer ─callbacks─▶ TrainingDashboard ─▶ ipywidgets (Image, progress, Stop → trainer.request_stop)
@@ -16,22 +16,17 @@ Widgets draw matplotlib Figures with Agg (no pyplot state) and send PNG bytes; a
 escaped. Names are imported lazily: importing this package loads neither torch nor ipywidgets.
 """
 
-from __future__ import annotations
-
-import importlib
 from typing import Any
 
-_EXPORTS = {
-    "TrainingDashboard": "rmu_lens.jupyter.dashboard",
-    "TrainingJob": "rmu_lens.jupyter.dashboard",
-    "start_training": "rmu_lens.jupyter.dashboard",
-    "LayerExplorer": "rmu_lens.jupyter.explorers",
-    "ProbeExplorer": "rmu_lens.jupyter.explorers",
-    "DamageExplorer": "rmu_lens.jupyter.explorers",
-    "GenerationsExplorer": "rmu_lens.jupyter.generations",
-    "RMULensMagics": "rmu_lens.jupyter.magics",
-}
-__all__ = sorted(_EXPORTS) + ["load_ipython_extension", "unload_ipython_extension"]
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "dashboard": ["TrainingDashboard", "TrainingJob", "start_training"],
+    "explorers": ["LayerExplorer", "ProbeExplorer", "DamageExplorer"],
+    "generations": ["GenerationsExplorer"],
+    "magics": ["RMULensMagics"],
+})
+__all__ += ['load_ipython_extension', 'unload_ipython_extension']
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -46,9 +41,3 @@ def unload_ipython_extension(ipython: Any) -> None:
     from rmu_lens.jupyter.magics import unregister
 
     unregister(ipython)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'rmu_lens.jupyter' has no attribute {name!r}")

@@ -16,13 +16,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 
-from rmu_lens.jupyter.display import figure_png, format_number, html_table, html_title, new_figure
+from rmu_lens.jupyter.display import figure_png, format_number, html_status, html_table, html_title, new_figure
 from rmu_lens.plots.text import plain
 
 if TYPE_CHECKING:
@@ -154,7 +153,7 @@ class TrainingDashboard:
         self.redraw()
         where = f" · saved in {run.out}" if run.out else ""
         kept = " (checkpoint kept: resume with resume=True)" if run.status == "stopped" and run.out else ""
-        self.status.value = f"<b>{escape(run.status)}</b>{escape(kept)}"
+        self.status.value = html_status(run.status, kept)
         self.title.value = html_title("RMU", f"{run.status} after {len(run.history)} steps{where}")
         self.progress.bar_style = "success" if run.status == "finished" else "warning"
 
@@ -162,7 +161,7 @@ class TrainingDashboard:
         """Show a training error (the exception itself is kept by the job that ran the training)."""
         self.stop_button.disabled = True
         self.progress.bar_style = "danger"
-        self.status.value = f"<b>failed</b>: {escape(type(error).__name__)}: {escape(str(error))}"
+        self.status.value = html_status("failed", f": {type(error).__name__}: {error}")
         self.redraw()
 
     # -- controls -----------------------------------------------------------------------------

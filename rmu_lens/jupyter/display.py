@@ -1,8 +1,8 @@
 """Small display helpers shared by the widgets and the ``_repr_html_`` summaries.
 
 Figures are drawn with ``matplotlib.figure.Figure`` (the Agg canvas, no pyplot state) and sent to the
-browser as PNG bytes. Every piece of text that can come from a dataset or a user goes through
-:func:`html.escape` here, so the widgets never render markup that a corpus or question smuggled in.
+browser as PNG bytes. The HTML comes from ``rmu_lens/templates/widgets.html``, rendered with
+autoescaping, so the widgets never render markup that a corpus, a question or a path smuggled in.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from html import escape
 from typing import Any
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -57,20 +56,23 @@ def format_number(value: Any, digits: int = 4) -> str:
 
 def html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, caption: str | None = None) -> str:
     """An HTML table; every cell and header is escaped (cells may hold dataset text)."""
-    cell_style = "text-align:left;padding:1px 10px 1px 0"
-    head = "".join(f"<th style='{cell_style}'>{escape(str(h))}</th>" for h in headers)
-    body = "".join(
-        "<tr>" + "".join(f"<td style='{cell_style}'>{escape(format_number(cell))}</td>" for cell in row) + "</tr>"
-        for row in rows
-    )
-    title = f"<caption style='text-align:left'>{escape(caption)}</caption>" if caption else ""
-    return f"<table class='rmu-lens'>{title}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    from rmu_lens._templates import macro
+
+    return macro("widgets.html", "table", [str(h) for h in headers], rows, caption).strip()
 
 
 def html_title(text: str, detail: str = "") -> str:
     """A bold title with an optional grey detail, both escaped."""
-    extra = f" <span style='color:#666'>{escape(detail)}</span>" if detail else ""
-    return f"<b>{escape(text)}</b>{extra}"
+    from rmu_lens._templates import macro
+
+    return macro("widgets.html", "title", text, detail)
+
+
+def html_status(state: str, detail: str = "") -> str:
+    """A status line: the state in bold, then a detail (a path, an error message), both escaped."""
+    from rmu_lens._templates import macro
+
+    return macro("widgets.html", "status", state, detail)
 
 
 def analysis_html(analysis: Any) -> str:

@@ -10,13 +10,11 @@ completion is escaped.
 
 from __future__ import annotations
 
-from html import escape
 from typing import Any
 
 import ipywidgets as widgets
 
 ALL_ROLES = "all roles"
-CELL = 'style="white-space: pre-wrap; text-align: left; vertical-align: top; border: 1px solid #ccc; padding: 0.3em; max-width: 28em"'
 
 
 class GenerationsExplorer:
@@ -46,14 +44,12 @@ class GenerationsExplorer:
 
     def update(self) -> None:
         """Redraw the table for the current role and decoding."""
+        from rmu_lens._templates import macro
+
         kind = self.decoding.value
-        body = "".join(
-            f"<tr><td {CELL}>{escape(r['role'])}</td><td {CELL}>{escape(r['prompt'])}</td>"
-            f"<td {CELL}>{escape((r.get(kind) or {}).get('base', ''))}</td><td {CELL}>{escape((r.get(kind) or {}).get('unlearned', ''))}</td></tr>"
-            for r in self.rows()
-        )
-        self.table.value = (f'<table style="border-collapse: collapse"><tr><th>role</th><th>prompt</th>'
-                            f"<th>base, {escape(kind)}</th><th>unlearned, {escape(kind)}</th></tr>{body}</table>")
+        rows = [{"role": r["role"], "prompt": r["prompt"], "base": (r.get(kind) or {}).get("base", ""),
+                 "unlearned": (r.get(kind) or {}).get("unlearned", "")} for r in self.rows()]
+        self.table.value = macro("widgets.html", "generations", rows, kind).strip()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)

@@ -4,8 +4,8 @@
 |-------------|---------------------------------------------------------------------------------|
 | headline.py | accuracy per role (forget / adjacent / distant) before → after; layer-l signatures |
 | build.py    | Report, ReportFigure, RobustnessSection; build_report() from results            |
-| html.py     | render_html(): inline CSS, base64 PNG figures, escaped text, data-key cells      |
-| utility.py  | the utility section: perplexity per dataset, gibberish per role, generations     |
+| html.py     | render_html(): templates/report.html (autoescaped), base64 PNG figures, data-key |
+| utility.py  | the utility section (templates/utility.html): perplexity, gibberish, generations |
 
     EvalResults + roles ─▶ headline ─┐
     run history, Comparison ────────┼─▶ build_report ─▶ Report ─▶ render_html ─▶ report.html
@@ -14,16 +14,9 @@
 Figures come from rmu_lens.plots; the report never loads models or data itself.
 """
 
-from rmu_lens.report.build import Report, ReportFigure, RobustnessSection, build_report
-from rmu_lens.report.headline import Headline, RoleAccuracy, build_headline, roles_by_subject
+import lazy_loader
 
-__all__ = [
-    "Headline",
-    "Report",
-    "ReportFigure",
-    "RobustnessSection",
-    "RoleAccuracy",
-    "build_headline",
-    "build_report",
-    "roles_by_subject",
-]
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "build": ["Report", "ReportFigure", "RobustnessSection", "build_report"],
+    "headline": ["Headline", "RoleAccuracy", "build_headline", "roles_by_subject"],
+})

@@ -17,8 +17,10 @@
           ─▶ forget MSE to c·u + alpha · retain MSE to frozen ─▶ optimizer ─▶ rundir
 """
 
-from rmu_lens.rmu.config import PROFILES, RMUConfig
-from rmu_lens.rmu.record import RMURun
-from rmu_lens.rmu.trainer import NonFiniteLossError, RMUTrainer, unlearn
+import lazy_loader
 
-__all__ = ["PROFILES", "RMUConfig", "RMURun", "RMUTrainer", "NonFiniteLossError", "unlearn"]
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "config": ["PROFILES", "RMUConfig"],
+    "record": ["RMURun"],
+    "trainer": ["NonFiniteLossError", "RMUTrainer", "unlearn"],
+})

@@ -21,26 +21,10 @@ fact is known, so "RMU removed X and damaged Y" can be measured rather than gues
     tb = load_testbed(seed=0, size="small", overlap=0.5)     # trains once (a few minutes), then seconds
 """
 
-from __future__ import annotations
+import lazy_loader
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "TESTBED_RMU": "rmu_lens.testbed.testbed",
-    "Testbed": "rmu_lens.testbed.testbed",
-    "load_testbed": "rmu_lens.testbed.testbed",
-    "testbed_dir": "rmu_lens.testbed.testbed",
-    "testbed_rmu_config": "rmu_lens.testbed.testbed",
-    "World": "rmu_lens.testbed.world",
-    "make_world": "rmu_lens.testbed.world",
-    "overlap_sweep": "rmu_lens.testbed.overlap",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    # Lazy, so that ``rmu-lens --help`` does not import torch through the trainer.
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'rmu_lens.testbed' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "overlap": ["overlap_sweep"],
+    "testbed": ["TESTBED_RMU", "Testbed", "load_testbed", "testbed_dir", "testbed_rmu_config"],
+    "world": ["World", "make_world"],
+})

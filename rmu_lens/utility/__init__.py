@@ -15,27 +15,11 @@ Generation runs the HF model inside the bridge (hooks on the bridge apply) with 
 tokenizer. Names are imported lazily: importing this package does not import torch.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "perplexity": "rmu_lens.utility.perplexity",
-    "PerplexityResult": "rmu_lens.utility.perplexity",
-    "generate": "rmu_lens.utility.generation",
-    "compare_generations": "rmu_lens.utility.generation",
-    "Generations": "rmu_lens.utility.generation",
-    "GenerationConfig": "rmu_lens.utility.generation",
-    "JudgeConfig": "rmu_lens.utility.judge",
-    "judge_generations": "rmu_lens.utility.judge",
-    "UtilitySection": "rmu_lens.utility.section",
-    "utility_section": "rmu_lens.utility.section",
-}
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'rmu_lens.utility' has no attribute {name!r}")
+__getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
+    "perplexity": ["perplexity", "PerplexityResult"],
+    "generation": ["generate", "compare_generations", "Generations", "GenerationConfig"],
+    "judge": ["JudgeConfig", "judge_generations"],
+    "section": ["UtilitySection", "utility_section"],
+})

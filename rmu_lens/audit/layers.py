@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from rmu_lens.audit.recovery import Recovery, recovery
+from rmu_lens.audit.recovery_stats import Recovery, recovery
 from rmu_lens.results import JSONResult
 from rmu_lens.rmu.prefix import PrefixCache
 from rmu_lens.rmu.trainer import RMUTrainer

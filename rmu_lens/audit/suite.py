@@ -26,7 +26,7 @@ from rmu_lens.results import JSONResult, finite_json, from_finite_json
 if TYPE_CHECKING:  # the audits import torch; this module stays light so the CLI starts fast
     from rmu_lens.audit.ablation import AblationResult
     from rmu_lens.audit.finetune import FinetuneConfig, FinetuneResult
-    from rmu_lens.audit.probe_audit import ProbeAuditResult
+    from rmu_lens.audit.probing import ProbeAuditResult
 
 FORMAT = "rmu_lens.audit/1"
 HEADLINE_N = 10
@@ -137,7 +137,7 @@ class AuditResult(JSONResult):
         """The inverse of :meth:`to_dict` (the ``headline`` it writes is recomputed, not read)."""
         from rmu_lens.audit.ablation import AblationResult
         from rmu_lens.audit.finetune import FinetuneResult
-        from rmu_lens.audit.probe_audit import ProbeAuditResult
+        from rmu_lens.audit.probing import ProbeAuditResult
 
         cls.check_format(data)
         return cls(
@@ -234,7 +234,7 @@ def audit(
     from rmu_lens._io import atomic_save_tensors
     from rmu_lens.audit.ablation import ablation_audit, default_layer_sets, estimate_directions
     from rmu_lens.audit.finetune import FinetuneConfig, finetune_audit
-    from rmu_lens.audit.recovery import Baseline
+    from rmu_lens.audit.recovery_stats import Baseline
     from rmu_lens.eval import evaluate
 
     started = time.perf_counter()
@@ -276,7 +276,7 @@ def audit(
         result.finetune = finetune_audit(unlearned, baseline, forget_questions, retain_questions, sources,
                                          finetune_config, batch_size=batch_size, progress=progress)
     if probe:
-        from rmu_lens.audit.probe_audit import probe_audit
+        from rmu_lens.audit.probing import probe_audit
 
         result.probe = probe_audit(base, unlearned, forget_questions, mode=mode, progress=progress)
     result.meta["seconds"] = round(time.perf_counter() - started, 1)
