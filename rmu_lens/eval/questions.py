@@ -285,7 +285,7 @@ def _csv_directory_files(directory: Path) -> list[Path]:
         found = sorted(p.name for p in directory.iterdir())[:10]
         raise QuestionError(
             f"{directory}: no MMLU CSV files (<subject>_test.csv) in this directory or its test/ folder "
-            f"(found {found}); point --data at the folder holding them, or at one file"
+            f"(found {found}); point the source at the folder holding them, or at one file"
         )
     return files
 

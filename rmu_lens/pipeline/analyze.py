@@ -30,7 +30,7 @@ def run_corpora(run_info: Mapping[str, Any]) -> dict[str, tuple[Any, str]]:
         else:
             raise ValueError(
                 f"run.json records the {role} corpus {name!r} as {source!r}, which cannot be loaded again; "
-                f"name the datasets yourself (--data NAME=SOURCE:ROLE, or datasets= in Python)"
+                f"name the datasets yourself (datasets=, or --data NAME=SOURCE:ROLE on the command line)"
             )
         datasets[name if name not in datasets else f"{name} ({role})"] = (corpus, role)
     return datasets

@@ -37,9 +37,9 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool) -> Path:
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise FileExistsError(f"out={out} (--out) exists and is not a directory: choose a directory path")
+        raise FileExistsError(f"out={out} exists and is not a directory: choose a directory path")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"out={out} (--out) is not empty: choose a new directory, or pass overwrite=True (--overwrite) to replace it")
+        raise FileExistsError(f"out={out} is not empty: choose a new directory, or pass overwrite=True to replace it")
     return check_writable_directory(out, "out")
 
 

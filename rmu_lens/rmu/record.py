@@ -37,7 +37,7 @@ def read_run(path: str | os.PathLike) -> dict[str, Any]:
         return json.loads(file.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise RunDirectoryError(
-            f"{file} is not readable JSON ({error}): the run record is damaged; pass overwrite=True (--overwrite) "
+            f"{file} is not readable JSON ({error}): the run record is damaged; pass overwrite=True "
             f"to start the run again, or choose another output directory"
         ) from error
 

@@ -51,7 +51,7 @@ _STAGING = re.compile(
     r"|\.(run\.json|control_vectors\.safetensors)\.\d+\.[0-9a-f]+"
     r"|\.(model|checkpoint|overwrite|replaced)-\d+\.[0-9a-f]+)$"
 )
-RESUME_HINT = "resume=True (--resume)"
+RESUME_HINT = "resume=True"
 
 
 class RunExistsError(RMULensError, FileExistsError):
@@ -123,7 +123,7 @@ def check_run_output(path: str | Path, *, resume: bool, overwrite: bool) -> None
     """
     path = Path(path)
     if resume and overwrite:
-        raise RunDirectoryError("Choose resume=True (--resume) or overwrite=True (--overwrite), not both")
+        raise RunDirectoryError("Choose resume=True or overwrite=True, not both")
     check_writable_directory(path)
     if not path.is_dir():
         if resume:
@@ -150,11 +150,11 @@ def check_run_output(path: str | Path, *, resume: bool, overwrite: bool) -> None
         return
     status = read_run(path).get("status")
     if resume and status == "finished":
-        raise RunExistsError(f"{path} holds a finished run: nothing to resume (pass overwrite=True (--overwrite) to redo it)")
+        raise RunExistsError(f"{path} holds a finished run: nothing to resume (pass overwrite=True to redo it)")
     if not resume and not overwrite:
         hint = f"pass {RESUME_HINT} to continue it, or " if status != "finished" else ""
         raise RunExistsError(
-            f"{path} already holds a {status} RMU run; {hint}pass overwrite=True (--overwrite) "
+            f"{path} already holds a {status} RMU run; {hint}pass overwrite=True "
             f"to replace it, or choose another output directory"
         )
 
@@ -292,7 +292,7 @@ class RunDirectory:
             if saved.get("steps_done", 0):
                 raise RunDirectoryError(
                     f"Cannot resume {self.path}: run.json records {saved['steps_done']} steps done but there is no "
-                    f"checkpoint/ (deleted?); pass overwrite=True (--overwrite) to start again from step 0"
+                    f"checkpoint/ (deleted?); pass overwrite=True to start again from step 0"
                 )
             return  # interrupted before the first checkpoint: start from step 0 with the saved vectors
         state = self._read(checkpoint / "state.json", lambda f: json.loads(Path(f).read_text(encoding="utf-8")))
@@ -317,7 +317,7 @@ class RunDirectory:
 
     def _damaged(self, where: Path, what: str) -> RunDirectoryError:
         return RunDirectoryError(
-            f"Cannot resume {self.path}: {where} is damaged ({what}); pass overwrite=True (--overwrite) to start "
+            f"Cannot resume {self.path}: {where} is damaged ({what}); pass overwrite=True to start "
             f"the run again from step 0"
         )
 
