@@ -8,10 +8,12 @@ expected accuracy of a chooser that always picks the longest choice, or the shor
 characters, ties broken uniformly at random). Chance is 1/4; a set is length-balanced when both
 lie within 0.25 +/- 0.03.
 
-Split rule (docs/question_sets.md): walk the records in file order, grouped by answer position
-0, 1, 2, 3; within a group they alternate dev, test, dev, ... and each group starts with whichever
-half is smaller so far (dev on a tie). Each answer position is then split evenly (halves differ by
-at most one), and so is the whole set.
+Split rule (docs/question_sets.md): group the records by answer position (0-3) and by the length
+of the right answer among its choices (longest, else shortest, else in between; ties count as
+longest or shortest); walk the groups in that order and, within a group, the records in file
+order, alternating dev, test, dev, ...; each group starts with the half that holds fewer records
+of that answer position so far, then fewer records overall, then dev. Each answer position is
+split evenly (halves differ by at most one) and each half keeps the set's length balance.
 """
 
 from __future__ import annotations
@@ -40,18 +42,29 @@ def extreme_pick_accuracy(records: Sequence[dict], longest: bool) -> float:
     return total / len(records)
 
 
+def length_role(record: dict) -> str:
+    """``longest`` when the right answer is (tied for) the longest choice, else ``shortest`` or ``middle``."""
+    lengths = [len(c) for c in record["choices"]]
+    answer = lengths[record["answer"]]
+    return "longest" if answer == max(lengths) else "shortest" if answer == min(lengths) else "middle"
+
+
 def assign_splits(records: Sequence[dict]) -> list[dict]:
     """Copies of ``records`` with ``split`` set by the rule in the module docstring."""
     out = [dict(r) for r in records]
-    sizes = {"dev": 0, "test": 0}
+    total = {"dev": 0, "test": 0}
+    per_position: dict[tuple[int, str], int] = {}
     n_choices = max(len(r["choices"]) for r in out)
     for position in range(n_choices):
-        group = [r for r in out if r["answer"] == position]
-        first = "dev" if sizes["dev"] <= sizes["test"] else "test"
-        second = "test" if first == "dev" else "dev"
-        for i, record in enumerate(group):
-            record["split"] = first if i % 2 == 0 else second
-            sizes[record["split"]] += 1
+        for role in ("longest", "shortest", "middle"):
+            group = [r for r in out if r["answer"] == position and length_role(r) == role]
+            first = min(SPLITS, key=lambda s: (per_position.get((position, s), 0), total[s], SPLITS.index(s)))
+            second = SPLITS[1 - SPLITS.index(first)]
+            for i, record in enumerate(group):
+                split = first if i % 2 == 0 else second
+                record["split"] = split
+                total[split] += 1
+                per_position[position, split] = per_position.get((position, split), 0) + 1
     return out
 
 
@@ -86,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             records = assign_splits(records)
             write(path, records)
         line = report_line(path.stem, records)
-        bad |= "outside" in line
+        bad |= "outside" in line  # the exit status judges whole sets; the halves are shown for information
         print(line)
         for split in SPLITS:
             part = [r for r in records if r.get("split") == split]
