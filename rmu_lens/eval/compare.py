@@ -46,14 +46,14 @@ def chance_flag(
     forgetting (a model that knew nothing would score chance) but a preference for some answer form.
     """
     evaluation = _as_result(result)
-    key = evaluation._outcome_key(metric)
+    outcomes = evaluation.outcomes(metric)
     records = evaluation.records
     if subjects is not None:
         wanted = {_normal(s) for s in subjects}
         records = [r for r in records if _normal(r["subject"]) in wanted or _normal(r["task"]) in wanted]
         if not records:
             raise ValueError(f"no records of subjects {list(subjects)}; subjects: {sorted({r['subject'] for r in evaluation.records})}")
-    correct = sum(bool(r[key]) for r in records)
+    correct = sum(outcomes[r["id"]] for r in records)
     return BELOW_CHANCE if below_chance(correct, len(records), chance_level(records)) else None
 
 
