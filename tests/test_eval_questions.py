@@ -118,7 +118,7 @@ def test_explicit_ids_are_kept(tmp_path):
 def test_question_is_a_plain_dataclass():
     question = Question("Q?", ["a", "b", "c", "d"], 2, None, "demo", "demo/0")
     assert question.to_dict() == {"question": "Q?", "choices": ["a", "b", "c", "d"], "answer": 2,
-                                  "subject": None, "task": "demo", "id": "demo/0"}
+                                  "subject": None, "task": "demo", "id": "demo/0", "split": None}
     assert question.group == "demo"
 
 

@@ -7,7 +7,8 @@ Accepted sources (``load_questions(source)``):
 * MMLU in the ``cais/mmlu`` schema (WMDP fields plus ``subject``; ``answer`` an int or a letter);
 * MMLU's original CSV layout: ``<subject>_test.csv`` files without a header (question, A, B, C, D,
   answer letter); a directory of them is one task with one subject per file;
-* ``bundled:NAME`` for a set shipped in ``rmu_lens/data/questions/``;
+* ``bundled:NAME`` for a set shipped in ``rmu_lens/data/questions/``, ``bundled:NAME:SPLIT`` for one
+  of its halves (``dev`` or ``test``, from each row's ``split`` field; see docs/question_sets.md);
 * an HF dataset name (``cais/wmdp`` with ``config="wmdp-bio"``, ``cais/mmlu``) when online.
 
 Question formats and file readers are registries: ``@question_format(NAME, ...)`` on a function
@@ -64,6 +65,8 @@ class Question:
     subject: str | None
     task: str
     id: str
+    split: str | None = None
+    """The row's ``split`` field (``dev`` / ``test`` in the bundled sets), else None."""
 
     @property
     def topic(self) -> str:
@@ -171,7 +174,10 @@ def _build(rows: Iterable[tuple[str, Any]], task: str, max_chars: int | None = M
         if row_id in seen:
             raise QuestionError(f"{where}: id {row_id!r} occurs twice; ids must be unique within a question set")
         seen.add(row_id)
-        questions.append(Question(question, choices, answer, subject, task, row_id))
+        split = record.get("split")
+        if split is not None and (not isinstance(split, str) or not split.strip()):
+            raise QuestionError(f"{where}: 'split' must be a name such as 'dev' or 'test', found {split!r}")
+        questions.append(Question(question, choices, answer, subject, task, row_id, split))
     return questions
 
 
@@ -439,6 +445,7 @@ def load_questions(
     *,
     task: str | None = None,
     max_chars: int | None = MAX_QUESTION_CHARS,
+    split: str | None = None,
 ) -> list[Question]:
     """Load a multiple-choice set as a list of :class:`Question`.
 
@@ -447,13 +454,18 @@ def load_questions(
     (``wmdp`` | ``mmlu`` | ``mmlu-csv``; detected when None). ``subjects`` keeps those subjects (or tasks); ``limit`` keeps the first N
     questions of each subject, like lm-eval's per-task ``--limit``. ``task`` renames the set.
     ``max_chars`` refuses a row whose question and choices are longer (None: no limit).
+    ``split`` keeps the rows whose ``split`` field is that name (``bundled:NAME:SPLIT`` does the same).
     """
     spec = None if format is None else get_question_format(format)
     if limit is not None and limit < 1:
         raise QuestionError(f"limit={limit}; give a positive number of questions per subject, or None for all")
     text = os.fspath(source)
     if text.startswith(BUNDLED_PREFIX):
-        name = text[len(BUNDLED_PREFIX):]
+        name, _, named_split = text[len(BUNDLED_PREFIX):].partition(":")
+        if named_split:
+            if split is not None and split != named_split:
+                raise QuestionError(f"{source}: names split {named_split!r} but split={split!r} was passed; give one")
+            split = named_split
         questions = _read_path(_bundled_path(name), spec, task or name, max_chars)
     else:
         path = Path(text).expanduser()
@@ -470,7 +482,19 @@ def load_questions(
                 raise QuestionError(f"{source}: format {spec.name!r} needs a 'subject' on every row; {unlabelled[0]!r} has none")
     if not questions:
         raise QuestionError(f"{source}: no questions found")
+    if split is not None:
+        questions = _split_of(questions, split, text)
     return select(questions, subjects=subjects, limit=limit, source=text)
+
+
+def _split_of(questions: Sequence[Question], split: str, source: str) -> list[Question]:
+    """The questions of one split, or a QuestionError naming the splits the set has."""
+    available = sorted({q.split for q in questions if q.split is not None})
+    if split not in available:
+        if not available:
+            raise QuestionError(f"{source}: no split {split!r}; its rows have no 'split' field, so load it without a split")
+        raise QuestionError(f"{source}: no split {split!r}; its splits are {available}. Pass one of those, or no split for every question")
+    return [q for q in questions if q.split == split]
 
 
 def select(

@@ -1,7 +1,9 @@
 """The report's headline: accuracy per role before → after, and the layer-l signatures of RMU.
 
 Every number is recomputed here from per-question records and step records, so the headline
-can be checked against the JSON files it came from.
+can be checked against the JSON files it came from. Cloze evaluations carry the other metric
+(``acc_norm`` beside ``acc``), and a forget role scored reliably below chance carries the note
+``below chance: check answer-format bias`` (see :func:`rmu_lens.eval.compare.chance_flag`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from rmu_lens.eval.compare import BELOW_CHANCE, OTHER_METRIC, below_chance, chance_level
 from rmu_lens.eval.results import EvalResult, accuracy_summary
 
 ROLES = ("forget", "adjacent", "distant")
@@ -33,6 +36,14 @@ class RoleAccuracy:
     base_ci: tuple[float, float]
     unlearned_acc: float
     unlearned_ci: tuple[float, float]
+    other_metric: str | None = None
+    """Cloze only: the other metric (``acc_norm`` for ``acc`` and back), whose accuracies follow."""
+    base_other: float | None = None
+    unlearned_other: float | None = None
+    chance: float | None = None
+    """Expected accuracy of a uniform guess over these questions (1 / number of choices)."""
+    note: str | None = None
+    """Forget role: ``below chance: check answer-format bias`` when the unlearned interval lies below chance."""
 
     @property
     def change(self) -> float:
@@ -78,6 +89,8 @@ def role_accuracy(
 ) -> list[RoleAccuracy]:
     """Pooled accuracy per role over the questions both results share (paired by id)."""
     key = "correct" if metric == "acc" else "correct_norm"
+    other = OTHER_METRIC[metric] if base.mode == unlearned.mode == "cloze" else None
+    other_key = {"acc": "correct", "acc_norm": "correct_norm"}.get(other or "")
     after = {r["id"]: r for r in unlearned.records}
     unknown = sorted(set(subject_roles) - {r["subject"] for r in base.records})
     if unknown:
@@ -86,15 +99,25 @@ def role_accuracy(
     ordered = [r for r in ROLES if r in subject_roles.values()] + sorted(set(subject_roles.values()) - set(ROLES))
     for role in ordered:
         subjects = sorted(s for s, r in subject_roles.items() if r == role)
-        paired = [(r[key], after[r["id"]][key]) for r in base.records if r["subject"] in subjects and r["id"] in after]
-        if not paired:
+        shared = [r for r in base.records if r["subject"] in subjects and r["id"] in after]
+        if not shared:
             continue
+        paired = [(r[key], after[r["id"]][key]) for r in shared]
         before_summary = accuracy_summary(b for b, _ in paired)
         after_summary = accuracy_summary(a for _, a in paired)
+        chance = chance_level([after[r["id"]] for r in shared])
+        extra: dict[str, Any] = {}
+        if other_key:
+            extra = {"other_metric": other,
+                     "base_other": accuracy_summary(r[other_key] for r in shared)["acc"],
+                     "unlearned_other": accuracy_summary(after[r["id"]][other_key] for r in shared)["acc"]}
+        if role == "forget" and below_chance(sum(a for _, a in paired), len(paired), chance):
+            extra["note"] = BELOW_CHANCE
         rows.append(RoleAccuracy(
             role=role, subjects=subjects, n=len(paired),
             base_acc=before_summary["acc"], base_ci=(before_summary["ci_low"], before_summary["ci_high"]),
             unlearned_acc=after_summary["acc"], unlearned_ci=(after_summary["ci_low"], after_summary["ci_high"]),
+            chance=chance, **extra,
         ))
     return rows
 
