@@ -127,7 +127,7 @@ def test_pipeline_with_audit_adds_the_robustness_section_from_audit_json(tmp_pat
 
 def test_pipeline_refuses_a_non_empty_output_directory(tmp_path):
     (tmp_path / "keep.txt").write_text("mine", encoding="utf-8")
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match="overwrite=True"):
         run_pipeline(tiny_plan(), tmp_path, log=lambda line: None)
     with pytest.raises(FileExistsError, match="not a directory"):
         check_output_dir(tmp_path / "keep.txt", overwrite=True)
@@ -157,11 +157,13 @@ def test_smollm2_plan_is_the_main_job():
     assert [c.name for c in plan.forget] == ["virology", "cybersecurity"] and plan.retain.name == "retain"
     assert plan.config.to_dict() == __import__("rmu_lens").RMUConfig.profile("demo").to_dict()
     assert plan.subject_roles == {"virology": "forget", "computer_security": "forget", "biology": "adjacent",
-                                  "computing": "adjacent", "geography": "distant", "history": "distant"}
-    assert len(plan.questions) == 30 and plan.mode == "cloze"
+                                  "computing": "adjacent", "geography": "distant", "history": "distant",
+                                  "mathematics": "distant"}
+    assert len(plan.questions) == 35 and plan.mode == "cloze"
+    assert {q.split for q in plan.questions} == {"test"}  # reported numbers come from the test halves
     roles = {name: role for name, (_, role) in plan.analysis_datasets.items()}
     assert roles == {"virology": "forget", "cybersecurity": "forget", "retain": "retain", "biology": "adjacent",
-                     "computing": "adjacent", "geography": "distant", "history": "distant"}
+                     "computing": "adjacent", "geography": "distant", "history": "distant", "mathematics": "distant"}
     assert plan.analysis_subjects["cybersecurity"] == "computer_security"
 
 
@@ -197,7 +199,8 @@ def test_analyze_command_reports_on_a_run_directory(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     # the run's own corpora (re-read from run.json) plus the bundled adjacent and distant question sets
     assert summary["plan"]["datasets"] == {"bio": "forget", "retain": "retain", "biology": "adjacent",
-                                           "computing": "adjacent", "geography": "distant", "history": "distant"}
+                                           "computing": "adjacent", "geography": "distant", "history": "distant",
+                                           "mathematics": "distant"}
     assert (out / "analysis" / "analysis.json").is_file() and (out / "report.html").is_file()
     parsed = report_cells(out / "report.html")
     assert "training" in parsed.figures and parsed.embedded_images == len(summary["figures"])

@@ -27,9 +27,15 @@ def _generation_config() -> GenerationConfig:
 SMOLLM2_QUESTION_SETS = {
     "virology": "forget", "cybersecurity": "forget",
     "biology": "adjacent", "computing": "adjacent",
-    "geography": "distant", "history": "distant",
+    "geography": "distant", "history": "distant", "mathematics": "distant",
 }
-"""The bundled question sets and their roles for the bundled forget corpora (docs/question_sets.md)."""
+"""The bundled question sets and their roles for the bundled forget corpora (docs/question_sets.md).
+Geography and history are topics the retain corpus also covers; mathematics is a domain neither the
+forget nor the retain corpus touches, so its change is damage to knowledge RMU never saw."""
+
+REPORT_SPLIT = "test"
+"""Every number the demo and the analysis report is measured on the sets' test halves; the dev halves
+are for tuning (``rmu-lens sweep``)."""
 
 
 @dataclass
@@ -108,11 +114,12 @@ def question_texts(questions: Sequence[Question]) -> list[str]:
     return [f"Question: {q.question.strip()}\nAnswer: {q.choices[q.answer]}" for q in questions]
 
 
-def bundled_question_sets(limit: int | None = None) -> dict[str, tuple[list[Question], str]]:
-    """The six bundled question sets (first ``limit`` questions of each) with their roles."""
+def bundled_question_sets(limit: int | None = None, split: str = REPORT_SPLIT) -> dict[str, tuple[list[Question], str]]:
+    """The bundled question sets (first ``limit`` questions of each ``split`` half) with their roles."""
     from rmu_lens.eval import load_questions
 
-    return {name: (load_questions(f"bundled:{name}", limit=limit), role) for name, role in SMOLLM2_QUESTION_SETS.items()}
+    return {name: (load_questions(f"bundled:{name}:{split}", limit=limit), role)
+            for name, role in SMOLLM2_QUESTION_SETS.items()}
 
 
 def question_set_datasets(sets: Mapping[str, tuple[list[Question], str]]) -> tuple[dict[str, tuple[Any, str]], dict[str, str]]:
@@ -140,7 +147,7 @@ def smollm2_plan(
     load_options: Mapping[str, Any] | None = None,
 ) -> DemoPlan:
     """The main job: SmolLM2-135M, forget bundled virology + cybersecurity, retain bundled retain text,
-    the demo RMU profile, the six bundled question sets (first ``question_limit`` of each; None: all).
+    the demo RMU profile, the seven bundled question sets' test halves (first ``question_limit`` of each; None: all).
 
     Analysis datasets: the forget corpora and the retain corpus, plus the adjacent and distant question
     sets as text (question + answer), so every role is measured inside the model too. The defaults

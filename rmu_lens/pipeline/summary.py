@@ -39,14 +39,18 @@ def format_summary(summary: Mapping[str, Any], out: str | os.PathLike | None = N
     from rmu_lens.report.headline import ROLE_LABELS
 
     headline = summary["headline"]
+    accuracy = headline["accuracy"]
+    other = next((row.get("other_metric") for row in accuracy.values() if row.get("other_metric")), None)
     rows = [
         [ROLE_LABELS.get(role, role), str(row["n"]), f"{row['base_acc']:.3f}", f"{row['unlearned_acc']:.3f}", f"{row['change']:+.3f}"]
-        for role, row in headline["accuracy"].items()
+        + ([f"{row['base_other']:.3f}", f"{row['unlearned_other']:.3f}"] if other else [])
+        + [row.get("note") or ""]
+        for role, row in accuracy.items()
     ]
     lines = [""]
     if rows:
-        lines += [f"accuracy ({headline['metric']}, {summary['plan']['mode']} mode)",
-                  format_table(["questions", "n", "before", "after", "change"], rows)]
+        headers = ["questions", "n", "before", "after", "change"] + ([f"{other} before", f"{other} after"] if other else [])
+        lines += [f"accuracy ({headline['metric']}, {summary['plan']['mode']} mode)", format_table(headers + [""], rows)]
     if headline["training"]:
         lines.append("")
         signature = [

@@ -42,7 +42,9 @@ def _accuracy_rows(headline: Headline) -> list[dict[str, Any]]:
         {"prefix": f"accuracy.{row.role}", "label": ROLE_LABELS.get(row.role, row.role), "subjects": row.subjects,
          "n": row.n, "base_acc": row.base_acc, "base_ci": row.base_ci, "unlearned_acc": row.unlearned_acc,
          "unlearned_ci": row.unlearned_ci, "change": row.change,
-         "change_class": "down" if row.change < -1e-12 else ("up" if row.change > 1e-12 else "")}
+         "change_class": "down" if row.change < -1e-12 else ("up" if row.change > 1e-12 else ""),
+         "other_metric": row.other_metric, "base_other": row.base_other, "unlearned_other": row.unlearned_other,
+         "note": row.note}
         for row in headline.accuracy
     ]
 
