@@ -50,6 +50,7 @@ _EXPORTS = {
     "AuditResult": "rmu_lens.audit",
     "FinetuneConfig": "rmu_lens.audit",
     "layer_study": "rmu_lens.audit.layer_study",
+    "sweep": "rmu_lens.sweep",
     "build_report": "rmu_lens.report",
     "run_pipeline": "rmu_lens.pipeline",
     "smollm2_plan": "rmu_lens.pipeline",

@@ -329,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_audit_commands(subparsers)
     _add_demo(subparsers)
     _add_analyze(subparsers)
+    __import__("rmu_lens.sweep.cli", fromlist=["add_parser"]).add_parser(subparsers)  # `rmu-lens sweep`
     return parser
 
 
