@@ -105,10 +105,10 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
         if not worker or is_alive(worker) is not False:
             continue
         try:
-            study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-        except (RuntimeError, optuna.exceptions.UpdateFinishedTrialError):
+            study._storage.set_trial_user_attr(trial._trial_id, "failed_because", "its worker process died")
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (RuntimeError, ValueError, optuna.exceptions.UpdateFinishedTrialError):
             continue  # another worker got there first
-        study._storage.set_trial_user_attr(trial._trial_id, "failed_because", "its worker process died")
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         failed.append(trial.number)
     return failed

@@ -61,6 +61,14 @@ def question_sets(questions: Mapping[str, Any]) -> dict[str, list[Any]]:
     return {role: _load(role, value) for role, value in questions.items() if value is not None}
 
 
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for the sweep's ask/tell loop: Optuna's stops the study when the grid is done, which
+    only works inside ``study.optimize``; here the claim loop bounds the trials instead."""
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState, values: Any) -> None:
+        pass
+
+
 @dataclass
 class SweepResult:
     """A sweep's trials, base point and Pareto front, read back from its study."""
@@ -198,8 +206,13 @@ def sweep(
         out.mkdir(parents=True, exist_ok=True)
     backend, where = open_storage(storage, out)
     grid = space.grid()
-    if sampler is None:
-        sampler = optuna.samplers.GridSampler(grid, seed=seed) if grid else optuna.samplers.TPESampler(seed=seed)
+    if grid and sampler is None:
+        size = math.prod(len(v) for v in grid.values())
+        if n_trials > size:
+            raise ValueError(f"n_trials={n_trials}, but the space is a grid of {size} points (every searched setting "
+                             f"has choices): give {size} trials or fewer, or a range for some setting")
+        sampler = AskTellGridSampler(grid, seed=seed)
+    sampler = sampler or optuna.samplers.TPESampler(seed=seed)
     study = optuna.create_study(storage=backend, study_name=study_name, directions=list(DIRECTIONS),
                                 sampler=sampler, load_if_exists=True)
     with warnings.catch_warnings():  # experimental in Optuna, and what optuna-dashboard labels the axes with
