@@ -8,7 +8,8 @@ import optuna
 
 
 class LiveFront:
-    """Pass in ``sweep(..., callbacks=[LiveFront()])``: one display, updated in place after each trial.
+    """Pass in ``sweep(..., callbacks=[LiveFront()])``: one PNG display, updated in place after each trial
+    (a PNG, so it shows whatever matplotlib backend the notebook uses).
 
     ``base`` and ``chance`` are read from the study the sweep set up; ``color_by`` picks the
     searched setting that colours the points. ``updates`` counts the redraws.
@@ -20,16 +21,17 @@ class LiveFront:
         self.updates = 0
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        from IPython.display import display
+        from IPython.display import Image, display
 
+        from rmu_lens.plots.training import figure_png
         from rmu_lens.sweep.outputs import front_figure
         from rmu_lens.sweep.study import SweepResult
 
         meta = study.user_attrs.get("sweep", {})
         result = SweepResult(study, study.user_attrs.get("base", {}), meta.get("chance", float("nan")))
-        figure = front_figure(result, self.color_by)
+        image = Image(data=figure_png(front_figure(result, self.color_by)), format="png")
         if self.handle is None:
-            self.handle = display(figure, display_id=True)
+            self.handle = display(image, display_id=True)
         else:
-            self.handle.update(figure)
+            self.handle.update(image)
         self.updates += 1
