@@ -200,3 +200,14 @@ def test_bad_inputs_fail_before_any_trial(tmp_path):
 def test_chance_is_the_mean_of_one_over_the_choices():
     questions = [QUESTION_LIST[0], rl.eval.Question("q", ["a", "b"], 0, None, "t", "x")]
     assert chance_level(questions) == pytest.approx((0.25 + 0.5) / 2)
+
+
+def test_an_rdb_url_holds_the_study_with_optunas_heartbeat(tmp_path):
+    model, forget, retain, config = sweep_inputs()
+    url = f"sqlite:///{tmp_path / 'sweep.db'}"
+    result = rl.sweep(model, forget, retain, QUESTIONS, SPACE, 1, tmp_path / "s", url, config=config,
+                      prune=PruneRule(enabled=False), progress=False)
+    assert not (tmp_path / "s" / "study.journal").exists()
+    study = optuna.load_study(study_name="rmu-sweep", storage=url)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] and study.user_attrs["base"] == result.base
+    assert isinstance(result.study._storage, optuna.storages.RDBStorage) and result.study._storage.get_heartbeat_interval() == 30

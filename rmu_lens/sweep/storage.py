@@ -11,7 +11,7 @@ On start, and before each new trial, a worker marks FAIL each RUNNING trial whos
 host and no longer alive, and enqueues the same parameters again (``retry_of`` user attribute), so a
 killed sweep resumes where it was. On an RDB storage Optuna's heartbeat does the same for trials of
 other machines (``optuna.storages.fail_stale_trials`` after the grace period, with
-``RetryFailedTrialCallback`` re-enqueueing them).
+``RetryHeartbeatStaleTrialCallback`` re-enqueueing them).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -57,11 +58,14 @@ def open_storage(storage: str | None, out: Path | None) -> tuple[Any, str | None
     if "://" not in storage:
         raise SweepStorageError(f"storage {storage!r}: give a journal file (NAME.journal) or an RDB URL such as "
                                 f"sqlite:///sweep.db or postgresql://user@host/db")
+    retry = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
     try:
-        rdb = optuna.storages.RDBStorage(
-            storage, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=3),
-        )
+        with warnings.catch_warnings():  # heartbeat and its retry callback are marked experimental
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            rdb = optuna.storages.RDBStorage(
+                storage, heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=GRACE_PERIOD,
+                heartbeat_stale_trial_callback=retry(max_retry=3),
+            )
     except ImportError as error:
         raise SweepStorageError(f"storage {storage!r} needs a database driver: {error}") from error
     return rdb, storage

@@ -235,7 +235,9 @@ def sweep(
             claimed = len(study.get_trials(deepcopy=False, states=CLAIMED))
             if claimed >= n_trials:
                 return None
-            trial = study.ask()
+            with warnings.catch_warnings():  # the sweep runs the heartbeat itself (heartbeat() below)
+                warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+                trial = study.ask()
             trial.set_user_attr("worker", worker_identity())
             return trial
 
@@ -248,19 +250,28 @@ def sweep(
                     trial.set_user_attr("failed_because", "surplus: the study already had n_trials claimed")
                     study.tell(trial, state=TrialState.FAIL)
                     break
-            _run_trial(study, trial, runner, space, template, sets, chance, prune, mode, batch_size,
-                       trainer_callbacks, progress)
+            with heartbeat(study, trial):
+                _run_trial(study, trial, runner, space, template, sets, chance, prune, mode, batch_size,
+                           trainer_callbacks, progress)
             frozen = study.get_trials(deepcopy=False)[trial.number]
             for callback in callbacks:
                 callback(study, frozen)
     finally:
         runner.restore()
-        if out is not None and result.complete():
+        if out is not None and result.rows():
             from rmu_lens.sweep.outputs import write_outputs
 
             with claim_lock(out, where):  # workers of one study take turns rewriting the outputs
                 result.paths = write_outputs(result, out, color_by)
     return result
+
+
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> Any:
+    """Optuna's heartbeat thread for a trial on an RDB storage with a heartbeat (a no-op elsewhere), as
+    ``study.optimize`` runs one; ask/tell loops must start it themselves."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    return get_heartbeat_thread(trial._trial_id, study._storage)
 
 
 def _run_trial(study, trial, runner, space, template, sets, chance, prune, mode, batch_size, trainer_callbacks, progress) -> None:
@@ -286,9 +297,11 @@ def _run_trial(study, trial, runner, space, template, sets, chance, prune, mode,
         study.tell(trial, state=TrialState.PRUNED)
         return
     except BaseException as error:
-        if not isinstance(error, KeyboardInterrupt):
-            trial.set_user_attr("failed_because", " ".join(str(error).split())[:500])
+        interrupted = isinstance(error, KeyboardInterrupt)
+        trial.set_user_attr("failed_because", "interrupted" if interrupted else " ".join(str(error).split())[:500])
         study.tell(trial, state=TrialState.FAIL)
+        if interrupted:  # the next run of the sweep trains these settings again
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
         raise
     for key, value in accuracies.items():
         trial.set_user_attr(key, value)
