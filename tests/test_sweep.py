@@ -210,4 +210,4 @@ def test_an_rdb_url_holds_the_study_with_optunas_heartbeat(tmp_path):
     assert not (tmp_path / "s" / "study.journal").exists()
     study = optuna.load_study(study_name="rmu-sweep", storage=url)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] and study.user_attrs["base"] == result.base
-    assert isinstance(result.study._storage, optuna.storages.RDBStorage) and result.study._storage.get_heartbeat_interval() == 30
+    assert result.study._storage.get_heartbeat_interval() == 30  # so fail_stale_trials finds dead workers elsewhere
