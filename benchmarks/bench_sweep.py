@@ -1,7 +1,7 @@
 """Sweep trials: one model reused (restored tensors, shared batches and prefixes) vs the model reloaded per trial.
 
 Both sides run the same trial configs (drawn once from the space with a seeded random sampler),
-interleaved trial by trial in one process so machine load hits both alike. A trial is what the sweep
+interleaved trial by trial in one process (alternating which goes first) so machine load hits both alike. A trial is what the sweep
 does: train RMU with the trial's config, then evaluate the forget, distant and adjacent question sets.
 
     python benchmarks/bench_sweep.py                         # a tiny random llama (seconds)
@@ -96,16 +96,28 @@ def main() -> None:
         runner = TrialRunner(model, forget, retain)
         reuse, reload = [], []
         for i, config in enumerate(configs):
-            started = time.perf_counter()
-            with runner.trained(config) as run:
-                reused = evaluate_all(model, questions)
-            reuse.append(time.perf_counter() - started)
-            started = time.perf_counter()
-            fresh = load_model(source)
-            unlearn(fresh, forget, retain, config, progress=False)
-            reloaded = evaluate_all(fresh, questions)
-            del fresh
-            reload.append(time.perf_counter() - started)
+            def reused_trial():
+                started = time.perf_counter()
+                with runner.trained(config) as run:
+                    accuracies = evaluate_all(model, questions)
+                reuse.append(time.perf_counter() - started)
+                return run, accuracies
+
+            def reloaded_trial():
+                started = time.perf_counter()
+                fresh = load_model(source)
+                unlearn(fresh, forget, retain, config, progress=False)
+                accuracies = evaluate_all(fresh, questions)
+                reload.append(time.perf_counter() - started)
+                return accuracies
+
+            # Alternate which side goes first, so warm-up and load changes do not favour one side.
+            if i % 2 == 0:
+                run, reused = reused_trial()
+                reloaded = reloaded_trial()
+            else:
+                reloaded = reloaded_trial()
+                run, reused = reused_trial()
             same = "same accuracies" if reused == reloaded else f"DIFFERENT accuracies {reused} vs {reloaded}"
             print(f"trial {i}: layer {config.layer}, update {config.update_layers}, lr {config.lr:.3g}, "
                   f"{len(run.history)} steps: reuse {reuse[-1]:.1f} s, reload {reload[-1]:.1f} s ({same})", flush=True)
