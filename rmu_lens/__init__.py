@@ -20,13 +20,13 @@ import lazy_loader
 
 __version__ = "0.1.0"
 
-# ``audit`` is a submodule here, not the function: a function under its package's name would make
+# ``audit`` and ``sweep`` are submodules here, not the functions: a function under its package's name would make
 # ``import rmu_lens.audit.suite as s`` fail; the package is callable instead.
-__getattr__, _lazy_dir, __all__ = lazy_loader.attach(__name__, submodules=["audit"], submod_attrs={
+__getattr__, _lazy_dir, __all__ = lazy_loader.attach(__name__, submodules=["audit", "sweep"], submod_attrs={
     "models": ["load_model", "build_random_model", "save_hf_model"],
     "rmu.config": ["RMUConfig"],
-    "rmu.trainer": ["RMURun", "RMUTrainer", "unlearn"],
-    "rmu.rundir": ["read_run"],
+    "rmu.record": ["RMURun", "read_run"],
+    "rmu.trainer": ["RMUTrainer", "unlearn"],
     "data.corpora": ["load_corpus", "Corpus"],
     "eval": ["evaluate", "load_questions", "Question", "compare", "Comparison", "EvalResult"],
     "utility.perplexity": ["perplexity"],

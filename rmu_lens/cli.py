@@ -34,7 +34,7 @@ from rmu_lens.flags import (
 )
 
 CONFIG_GROUP = "RMU settings (override the profile / config file)"
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("rmu_lens.sweep.cli",)
 """More modules with an ``add_parser(subparsers)`` that adds their subcommands (e.g. ``"rmu_lens.sweep.cli"``)."""
 
 def _add_unlearn(subparsers: argparse._SubParsersAction) -> None:

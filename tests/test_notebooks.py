@@ -63,7 +63,7 @@ def widgets(notebook: nbformat.NotebookNode, model_name: str) -> list[dict]:
 def test_committed_notebooks_carry_no_outputs_or_machine_paths():
     names = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
     assert names == ["adjacent_damage.ipynb", "collapse_analysis.ipynb", "probes.ipynb", "quickstart.ipynb",
-                     "testbed_walkthrough.ipynb", "utility.ipynb"]
+                     "sweep.ipynb", "testbed_walkthrough.ipynb", "utility.ipynb"]
     for path in NOTEBOOKS.glob("*.ipynb"):
         notebook = nbformat.read(path, as_version=4)
         nbformat.validate(notebook)
@@ -98,6 +98,20 @@ def test_quickstart_unlearns_evaluates_and_plots_the_signature(tmp_path, smollm2
     distant_drop = before["geography"]["acc"] - after["geography"]["acc"]
     assert forget_drop > distant_drop + 0.1, (before, after)
     assert "Comparison" in text_of(notebook)
+
+
+def test_sweep_notebook_redraws_the_front_in_one_output(tmp_path):
+    import optuna
+
+    notebook = execute("sweep.ipynb", tmp_path, {"N_TRIALS": 3})
+    live_cell = next(c for c in notebook.cells if c.cell_type == "code" and "LiveFront(" in c.source)
+    images = [o for o in live_cell.outputs if "image/png" in o.get("data", {})]
+    assert len(images) == 1  # one display, updated in place after each trial
+    assert "front redrawn 3 times" in text_of(notebook)
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "sweeps" / "tiny" / "study.journal")))
+    trials = optuna.load_study(study_name="rmu-sweep", storage=storage).trials
+    assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
 
 
 @pytest.mark.integration

@@ -7,11 +7,12 @@ token norm works at most layers. For each (layer, mode) the study runs RMU on th
 forget and retain questions, and measures the ablation audit's recovery (mean-difference
 directions projected out from the first trained layer to the last layer).
 
-The model passed in is edited in place by each run and restored from a snapshot of its weights
-afterwards (and on errors), so one model in memory serves the whole sweep. Runs whose first
-trained layer is the same (plain and adaptive at one layer) share the frozen prefix activations:
-layers below the first trained one are never trained and the weights are restored between runs,
-so the prefix of a token batch is the same in every such run.
+The study is a preset of :func:`rmu_lens.sweep.sweep`'s machinery: an Optuna GridSampler over
+layer x mode, each run trained on the one model passed in and its trained tensors restored
+bit-exactly afterwards (and on errors) by :class:`rmu_lens.sweep.reuse.TrialRunner`. Runs whose
+first trained layer is the same (plain and adaptive at one layer) share the frozen prefix
+activations: layers below the first trained one are never trained and the weights are restored
+between runs, so the prefix of a token batch is the same in every such run.
 """
 
 from __future__ import annotations
@@ -25,11 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from rmu_lens.audit.recovery_stats import Recovery, recovery
 from rmu_lens.results import JSONResult
-from rmu_lens.rmu.prefix import PrefixCache
 from rmu_lens.rmu.trainer import RMUTrainer
 
 FORMAT = "rmu_lens.layer_study/1"
@@ -182,13 +181,19 @@ def layer_study(
     (default :func:`plain_coefficient` at the template's layer), for ``adaptive`` ``adaptive_beta``
     (default the template's, else 5). The first ``direction_texts`` forget texts, truncated to
     ``max_length`` tokens, feed the ablation's direction estimate. ``model`` is restored to its
-    original weights after every run and at the end. With ``out``, writes ``layer_study.json`` and
+    original weights after every run and at the end (the points are run in the grid sampler's order
+    and returned by layer, then mode). With ``out``, writes ``layer_study.json`` and
     ``figures/layer_study.png`` there.
     """
     from rmu_lens.analysis.activations import collect_activations, resid_post_hooks, tokenize
     from rmu_lens.audit.ablation import ablated, directions_from_activations
     from rmu_lens.eval import evaluate
     from rmu_lens.models import tokenizer_of
+
+    import optuna
+
+    from rmu_lens.sweep.reuse import TrialRunner
+    from rmu_lens.sweep.study import AskTellGridSampler
 
     unknown = [m for m in modes if m not in MODES]
     if unknown:
@@ -197,72 +202,76 @@ def layer_study(
     layers = sorted({int(l) for l in layers})
     if not layers or layers[0] < 0 or layers[-1] >= n_layers:
         raise ValueError(f"layers={layers} must be non-empty and within 0..{n_layers - 1}")
+    modes = list(modes)
     beta = adaptive_beta or config.adaptive_beta or DEFAULT_BETA
     started = time.perf_counter()
-    snapshot = {name: p.detach().clone() for name, p in model.named_parameters()}
-
-    def restore() -> None:
-        with torch.no_grad():
-            for name, p in model.named_parameters():
-                p.copy_(snapshot[name])
-                p.requires_grad_(False)
 
     def score(questions: Sequence[Any] | None):
         return evaluate(model, questions, mode=mode, batch_size=batch_size, progress=False) if questions else None
 
+    runner = TrialRunner(model, forget, retain, share_prefix=share_prefix)
     base_acts = None
     try:
         base_forget, base_retain = score(forget_questions), score(retain_questions)
         plain_c = steering_coeff if steering_coeff is not None else (
             plain_coefficient(model, forget, retain, config, beta) if "plain" in modes else None)
+        for parameter in model.parameters():  # the calibration trainer marked its tensors trainable
+            parameter.requires_grad_(False)
         batch = None
         if ablation:
             batch = tokenize(tokenizer_of(model), _texts(forget)[:direction_texts], max_length)
             all_hooks = resid_post_hooks(model, range(max(0, layers[0] - 2), n_layers))
             base_acts = collect_activations(model, batch, all_hooks, progress=False)
-        cache = PrefixCache()
+        # The sweep's grid preset: layer x mode, each point trained on the one model and restored after.
+        grid = {"layer": layers, "mode": modes}
+        directions = ["minimize", "maximize"] if retain_questions else ["minimize"]
+        study = optuna.create_study(directions=directions, sampler=AskTellGridSampler(grid, seed=0))
         results: list[LayerPoint] = []
-        for layer in layers:
+        for _ in range(len(layers) * len(modes)):
+            trial = study.ask()
+            layer, rmu_mode = trial.suggest_categorical("layer", layers), trial.suggest_categorical("mode", modes)
             update = list(range(max(0, layer - 2), layer + 1))
-            for rmu_mode in modes:
-                cfg = dataclasses.replace(
-                    config, layer=layer, update_layers=update, hook_point=None,
-                    adaptive_beta=beta if rmu_mode == "adaptive" else None,
-                    steering_coeff=plain_c if rmu_mode == "plain" else config.steering_coeff,
-                )
-                run_started = time.perf_counter()
-                trainer = RMUTrainer(model, forget, retain, cfg, prefix_cache=cache if share_prefix else None)
-                run = trainer.train(None, progress=progress)
+            cfg = dataclasses.replace(
+                config, layer=layer, update_layers=update, hook_point=None,
+                adaptive_beta=beta if rmu_mode == "adaptive" else None,
+                steering_coeff=plain_c if rmu_mode == "plain" else config.steering_coeff,
+            )
+            run_started = time.perf_counter()
+            with runner.trained(cfg, progress=progress) as run:
                 after_forget, after_retain = score(forget_questions), score(retain_questions)
                 rec = None
                 if ablation:
                     ablate_layers = list(range(update[0], n_layers))
                     ablate_hooks = resid_post_hooks(model, ablate_layers)
                     with collect_activations(model, batch, ablate_hooks, progress=False) as new_acts:
-                        directions = directions_from_activations(base_acts, new_acts, ablate_layers)
-                    with ablated(model, directions.vectors["mean_diff"]):
+                        vectors = directions_from_activations(base_acts, new_acts, ablate_layers)
+                    with ablated(model, vectors.vectors["mean_diff"]):
                         audited = score(forget_questions)
                     rec = recovery(base_forget.outcomes(), after_forget.outcomes(), audited.outcomes())
-                last = run.history[-1] if run.history else {}
-                coefficient = float(sum(run.steering_coeffs.values()) / len(run.steering_coeffs))
-                results.append(LayerPoint(
-                    layer, rmu_mode, update, coefficient, after_forget.accuracy,
-                    after_retain.accuracy if after_retain else None, rec,
-                    float(last.get("forget_norm", math.nan)), float(last.get("retain_cos", math.nan)),
-                    round(time.perf_counter() - run_started, 1),
-                ))
-                restore()
+            last = run.history[-1] if run.history else {}
+            coefficient = float(sum(run.steering_coeffs.values()) / len(run.steering_coeffs))
+            point = LayerPoint(
+                layer, rmu_mode, update, coefficient, after_forget.accuracy,
+                after_retain.accuracy if after_retain else None, rec,
+                float(last.get("forget_norm", math.nan)), float(last.get("retain_cos", math.nan)),
+                round(time.perf_counter() - run_started, 1),
+            )
+            results.append(point)
+            study.tell(trial, [point.forget_acc, point.retain_acc] if retain_questions else [point.forget_acc])
+        results.sort(key=lambda p: (layers.index(p.layer), modes.index(p.mode)))
     finally:
-        restore()
+        runner.restore()
         if base_acts is not None:
             base_acts.close()
+    cache = runner.prefix_cache
     study = LayerStudy(
-        layers=layers, modes=list(modes),
+        layers=layers, modes=modes,
         base={"forget_acc": base_forget.accuracy, "retain_acc": base_retain.accuracy if base_retain else None},
         results=results, config=config.to_dict(), chance=chance,
         meta={"plain_steering_coeff": plain_c, "adaptive_beta": beta, "mode": mode,
               "ablation": "mean_diff directions projected out at every layer from the first trained one to the last",
-              "prefix_cache": {"hits": cache.hits, "misses": cache.misses} if share_prefix else None,
+              "prefix_cache": {"hits": cache.hits, "misses": cache.misses} if cache is not None else None,
+              "sampler": "optuna GridSampler over layer x mode (rmu_lens.sweep)",
               "seconds": round(time.perf_counter() - started, 1)},
     )
     if out is not None:
