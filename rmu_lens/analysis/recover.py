@@ -61,8 +61,9 @@ class CollapseRule:
     """Forget tokens moved by at least half their base norm on average."""
     selectivity: float = 5.0
     """...and at least 5x as much as the retain tokens (RMU keeps the retain set in place)."""
-    min_concentration: float = 0.9
-    """Mean cos(h, û) of the unlearned forget tokens: they point one way."""
+    min_concentration: float = 0.8
+    """Mean cos(h, û) of the unlearned forget tokens: they point one way (the embedded default's 40-step
+    demo run reaches 0.86-0.92 at l, its base 0.56-0.66; the testbed 0.93 against 0.24)."""
     max_residual_ratio: float = 0.5
     """...more than the base forget tokens did: the energy off the first component, 1 − share, is at most
     half the base's (uncentred tokens of any model already share a large common direction)."""
