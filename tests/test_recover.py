@@ -169,3 +169,44 @@ def test_shard_by_shard_diff_equals_float64_recomputation(tmp_path):
     for other in (memory, mixed):
         assert sorted((t.name, t.max_abs, t.frobenius) for t in other.tensors) == \
             sorted((t.name, t.max_abs, t.frobenius) for t in diff.tensors)
+
+
+def _saved_pair(tmp_path):
+    base, new, tok, u = _planted_pair()
+    base.save_pretrained(tmp_path / "base")
+    new.save_pretrained(tmp_path / "new")
+    tok.save_pretrained(tmp_path / "base")
+    tok.save_pretrained(tmp_path / "new")
+    return tmp_path / "base", tmp_path / "new", u
+
+
+def _datasets():
+    return {"topic": (FORGET, "forget"), "retain": (RETAIN, "retain"), "other": (_texts("aeiou nopq", 6, 2), "adjacent")}
+
+
+def test_analyze_command_accepts_a_plain_model_folder(tmp_path):
+    from rmu_lens.analysis import Analysis
+    from rmu_lens.pipeline import run_analysis
+
+    base_dir, new_dir, u = _saved_pair(tmp_path)
+    result = run_analysis(base_dir, new_dir, tmp_path / "out", datasets=_datasets(), max_texts=6, progress=False,
+                          log=lambda _: None, load_options={"device": "cpu"})
+    recovery = Recovery.load(result.out)
+    assert recovery.weights.source == "files, shard by shard"
+    assert recovery.topics["topic"].collapsed and recovery.topics["topic"].layer == LAYER
+    analysis = Analysis.load(result.out / "analysis")
+    assert analysis.meta["layer"] == LAYER
+    assert analysis.meta["recovery"]["source"] == "estimated from the two models"
+    html = (result.out / "report.html").read_text(encoding="utf-8")
+    assert "collapsed at layer 1" in html
+
+
+def test_analyze_command_on_identical_models_says_nothing_changed(tmp_path):
+    from rmu_lens.pipeline import run_analysis
+
+    base_dir, _, _ = _saved_pair(tmp_path)
+    result = run_analysis(base_dir, base_dir, tmp_path / "out", datasets=_datasets(), max_texts=6, progress=False,
+                          log=lambda _: None, load_options={"device": "cpu"})
+    assert Recovery.load(result.out).nothing_changed
+    assert "nothing changed" in (result.out / "report.html").read_text(encoding="utf-8")
+    assert result.summary["recovery"]["nothing_changed"] is True

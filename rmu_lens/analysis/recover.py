@@ -104,12 +104,16 @@ class TopicEstimate:
     """Per layer (``Recovery.layers``): forget_change, retain_change, mean_cos, share, base_mean_cos, base_share."""
     collapsed_layers: list[int] = field(default_factory=list)
     reason: str = ""
+    top_direction: np.ndarray | None = None
+    """The first component at ``concentration["layer"]`` whether or not anything collapsed: a reference
+    axis for the figures when there is no û, never presented as a control vector."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"topic": self.topic, "collapsed": self.collapsed, "layer": self.layer,
                 "direction": None if self.direction is None else [float(x) for x in self.direction],
                 "scale": self.scale, "mean_norm": self.mean_norm, "concentration": self.concentration,
-                "curves": self.curves, "collapsed_layers": self.collapsed_layers, "reason": self.reason}
+                "curves": self.curves, "collapsed_layers": self.collapsed_layers, "reason": self.reason,
+                "top_direction": None if self.top_direction is None else [float(x) for x in self.top_direction]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TopicEstimate:
@@ -117,7 +121,8 @@ class TopicEstimate:
         return cls(data["topic"], bool(data["collapsed"]), data.get("layer"),
                    None if direction is None else np.asarray(direction, dtype=np.float64), data.get("scale"),
                    data.get("mean_norm"), dict(data.get("concentration", {})), dict(data.get("curves", {})),
-                   list(data.get("collapsed_layers", [])), data.get("reason", ""))
+                   list(data.get("collapsed_layers", [])), data.get("reason", ""),
+                   None if data.get("top_direction") is None else np.asarray(data["top_direction"], dtype=np.float64))
 
 
 @dataclass
@@ -155,19 +160,39 @@ class Recovery:
             out[topic] = row
         return out
 
-    def control_inputs(self) -> dict[str, Any]:
+    def control_inputs(self, fallback: bool = False) -> dict[str, Any]:
         """control_vectors / steering_coeffs / layer for :func:`rmu_lens.analysis.analyze` from the estimates.
 
-        Topics that did not collapse get no vector; raises when none did (there is nothing to read against).
+        Collapsed topics give û, ĉ and l̂. Without ``fallback`` a topic that did not collapse raises
+        :class:`NoCollapseError`; with it, that topic is read against its ``top_direction`` and mean
+        projection at the layer where its forget set moved most, and the analysis must say so (``verdicts``).
         """
-        estimates = {t: e for t, e in self.topics.items() if e.collapsed}
-        if not estimates:
+        bad = [t for t, e in self.topics.items() if not e.collapsed]
+        if bad and not fallback:
             raise NoCollapseError(
-                "no forget topic shows an RMU collapse: " + "; ".join(f"{t}: {e.reason}" for t, e in self.topics.items())
+                "no RMU collapse for " + "; ".join(f"{t}: {self.topics[t].reason}" for t in bad)
+                + ": there is no direction to read against"
             )
-        first = next(iter(estimates.values()))
-        return {"control_vectors": {t: torch.as_tensor(e.direction, dtype=torch.float32) for t, e in estimates.items()},
-                "steering_coeffs": {t: float(e.scale) for t, e in estimates.items()}, "layer": int(first.layer)}
+        vectors, coeffs, layers = {}, {}, []
+        for t, e in self.topics.items():
+            if e.collapsed:
+                vectors[t], coeffs[t] = torch.as_tensor(e.direction, dtype=torch.float32), float(e.scale)
+                layers.append(int(e.layer))
+            else:
+                at = int(e.concentration["layer"])
+                i = self.layers.index(at)
+                vectors[t] = torch.as_tensor(e.top_direction, dtype=torch.float32)
+                coeffs[t] = float(e.curves["mean_projection"][i])
+                layers.append(at)
+        return {"control_vectors": vectors, "steering_coeffs": coeffs, "layer": layers[0]}
+
+    def verdicts(self) -> dict[str, str]:
+        """One line per topic (and "nothing changed" when every tensor is identical), for reports."""
+        out = {"weights": self.weights.summary().splitlines()[0] if self.weights is not None else "not compared"}
+        for t, e in self.topics.items():
+            out[t] = (f"collapsed at layer {e.layer}, ĉ = {e.scale:.4g}, mean cos(h, û) {e.concentration['mean_cos']:.3f} "
+                      f"(base {e.concentration['base_mean_cos']:.3f})" if e.collapsed else f"not collapsed: {e.reason}")
+        return out
 
     def summary(self) -> str:
         lines = []
@@ -352,7 +377,7 @@ def recover(
                          "base_mean_cos": curves["base_mean_cos"][i], "base_share": curves["base_share"][i],
                          "forget_change": curves["forget_change"][i], "retain_change": curves["retain_change"][i]}
         topics[str(topic)] = TopicEstimate(str(topic), bool(collapsed_at), layer, direction, scale, norm, concentration,
-                                           curves, collapsed_at, reason)
+                                           curves, collapsed_at, reason, directions[i])
     from rmu_lens.analysis.weights import _label
 
     meta = {"base_model": _label(base_model), "unlearned_model": _label(unlearned_model), "max_texts": max_texts,
