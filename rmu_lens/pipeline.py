@@ -629,6 +629,91 @@ def run_analysis(
     return DemoResult(out=out, summary=summary)
 
 
+def run_side_by_side(
+    base: Any,
+    unlearned: Mapping[str, Any] | Sequence[Any],
+    out: str | os.PathLike,
+    *,
+    datasets: Mapping[str, tuple[Any, str]] | None = None,
+    max_texts: int | None = 32,
+    layers: Sequence[int] | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = _stderr,
+    load_options: Mapping[str, Any] | None = None,
+) -> DemoResult:
+    """`rmu-lens analyze --unlearned A B C`: several unlearned models of one base on the same datasets.
+
+    ``unlearned``: sources (run directories, HF folders, hub names) or a mapping name -> source. Writes
+    ``models/NAME/`` (``recovery.json``, ``analysis/``) per model, ``side_by_side.json`` and ``report.html``
+    (one table: each model's collapse and per-dataset shift). The base model is loaded once and its
+    activations for the estimate are collected once (``recover``'s ``base_cache``).
+    """
+    import html as html_module
+
+    from rmu_lens._io import atomic_directory, atomic_write_json
+    from rmu_lens.analysis import analyze_model
+    from rmu_lens.analysis.recover import recover
+    from rmu_lens.analysis.side_by_side import side_by_side
+    from rmu_lens.models import load_model
+
+    out = check_output_dir(out, overwrite)
+    if not isinstance(unlearned, Mapping):
+        sources = list(unlearned)
+        names = [Path(os.fspath(s)).name or os.fspath(s) for s in sources]
+        if len(set(names)) < len(names):
+            names = [f"{i + 1}-{n}" for i, n in enumerate(names)]
+        unlearned = dict(zip(names, sources))
+    if not unlearned:
+        raise ValueError("no unlearned models given: pass one or more sources")
+    if datasets is None:
+        datasets, _ = plain_model_datasets()
+    forget = {name: entry[0] for name, entry in datasets.items() if entry[1] == "forget"}
+    retain = [entry[0] for entry in datasets.values() if entry[1] == "retain"]
+    if not forget or not retain:
+        raise ValueError("the datasets need at least one forget set and one retain set (--data NAME=SOURCE:forget ...)")
+    options = dict(load_options or {})
+    steps = _Steps(log, total=len(unlearned) + 2)
+    started = time.perf_counter()
+    with atomic_directory(out) as staging:
+        steps.start("load", f"loading the base model {base if isinstance(base, (str, os.PathLike)) else ''}")
+        base_model = load_model(base, **options) if isinstance(base, (str, os.PathLike)) else base
+        cache: dict[str, Any] = {}
+        results = {}
+        for name, source in unlearned.items():
+            steps.start(name, f"{name}: estimating u, c, l and analyzing")
+            is_run = isinstance(source, (str, os.PathLike)) and (Path(source) / "run.json").is_file()
+            model_source = Path(source) / "model" if is_run else source
+            model = load_model(model_source, **options) if isinstance(model_source, (str, os.PathLike)) else model_source
+            folders = (_model_folder(base), _model_folder(model_source))
+            recovery = recover(base_model, model, forget, retain[0], layers=layers, max_texts=max_texts,
+                               weights=folders if None not in folders else None, base_cache=cache, progress=progress)
+            analysis = analyze_model(base_model, model, datasets, run=Path(source) if is_run else None, recovery=recovery,
+                                     layers=layers, max_texts=max_texts, progress=progress)
+            recovery.save(staging / "models" / name)
+            analysis.save(staging / "models" / name / "analysis")
+            results[name] = (recovery, analysis, None)
+            del model
+        steps.start("report", "writing the side-by-side table")
+        table = side_by_side(results)
+        atomic_write_json(staging / "side_by_side.json", table.to_dict())
+        verdicts = "".join(
+            f"<h2>{html_module.escape(name)}</h2><ul>" + "".join(
+                f"<li>{html_module.escape(k)}: {html_module.escape(v)}</li>" for k, v in rec.verdicts().items()) + "</ul>"
+            for name, (rec, _, _) in results.items())
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>RMU analysis: {len(results)} models</title>"
+                f"<style>table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px}}</style></head><body>"
+                f"<h1>{len(results)} unlearned models of {html_module.escape(str(base) if isinstance(base, (str, os.PathLike)) else 'the base')}</h1>"
+                f"{table.html()}{verdicts}</body></html>")
+        (staging / "report.html").write_text(page, encoding="utf-8")
+        steps.stop()
+        summary = {"format": SUMMARY_FORMAT, "models": list(results), "rows": table.rows,
+                   "seconds": {**steps.seconds, "total": round(time.perf_counter() - started, 1)}}
+        atomic_write_json(staging / "summary.json", summary)
+    log(f"wrote {out}: {len(results)} models side by side (report.html, side_by_side.json)")
+    return DemoResult(out=out, summary=summary)
+
+
 def _utility_lines(utility: Mapping[str, Any] | None) -> list[str]:
     """Bits per byte per dataset before -> after, and the base model's loss on each model's text per role."""
     from rmu_lens.eval.results import format_table

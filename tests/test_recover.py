@@ -210,3 +210,18 @@ def test_analyze_command_on_identical_models_says_nothing_changed(tmp_path):
     assert Recovery.load(result.out).nothing_changed
     assert "nothing changed" in (result.out / "report.html").read_text(encoding="utf-8")
     assert result.summary["recovery"]["nothing_changed"] is True
+
+
+def test_several_unlearned_models_side_by_side(tmp_path):
+    from rmu_lens.pipeline import run_side_by_side
+
+    base_dir, new_dir, _ = _saved_pair(tmp_path)
+    result = run_side_by_side(base_dir, {"planted": new_dir, "same": base_dir}, tmp_path / "out", datasets=_datasets(),
+                              max_texts=6, progress=False, log=lambda _: None, load_options={"device": "cpu"})
+    rows = {row["model"]: row for row in result.summary["rows"]}
+    assert rows["planted"]["topic: collapse"].startswith(f"layer {LAYER},")
+    assert rows["same"]["topic: collapse"] == "nothing changed" and rows["same"]["changed tensors"] == 0
+    assert rows["planted"]["changed tensors"] == 3
+    assert Recovery.load(result.out / "models" / "planted").topics["topic"].collapsed
+    page = (result.out / "report.html").read_text(encoding="utf-8")
+    assert "planted" in page and "nothing changed" in page
