@@ -225,3 +225,18 @@ def test_several_unlearned_models_side_by_side(tmp_path):
     assert Recovery.load(result.out / "models" / "planted").topics["topic"].collapsed
     page = (result.out / "report.html").read_text(encoding="utf-8")
     assert "planted" in page and "nothing changed" in page
+
+
+def test_audit_without_a_run_uses_the_estimate(planted):
+    from rmu_lens.audit import audit
+    from rmu_lens.eval import Question
+
+    base, new, _, _, u = planted
+    questions = [Question(f"Which {w} {i}?", ["abc", "def", "ghi", "jkl"], i % 4, "tiny", "tiny", f"q{i}")
+                 for i, w in enumerate(["abc", "def", "ghi", "jkl"] * 2)]
+    result = audit(base, new, forget_questions=questions, forget_texts=FORGET, retain_texts=RETAIN,
+                   finetune=False, probe=False, progress=False)
+    assert result.meta["run"]["estimated"] and result.meta["run"]["layer"] == LAYER
+    assert result.meta["run"]["update_layers"] == [LAYER]
+    cos = result.ablation.directions["stats"][str(LAYER)]["cos_control_vector"]["forget"]
+    assert cos >= 0.99  # the ablated direction agrees with û (itself within 0.99 of the planted u)
