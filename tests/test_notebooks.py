@@ -191,4 +191,4 @@ def test_published_checkpoint_recovers_a_stand_in_without_its_run_directory(tmp_
     info = json_module.loads((run / "run.json").read_text(encoding="utf-8"))
     changed = sorted(p["hf_name"] for p in info["trained_parameters"])
     assert sorted(weight_diff(tmp_path / "stand_in" / "base", run / "model").changed) == changed
-    assert f"{len(changed)} of" in printed and all(name.split(".")[2] in printed for name in changed)
+    assert f"{len(changed)} of" in printed and all(f"block {name.split('.')[2]}" in printed for name in changed)
