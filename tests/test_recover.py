@@ -81,7 +81,9 @@ def test_planted_collapse_is_recovered(planted):
     cos = float(np.dot(topic.direction, u.double().numpy()) / np.linalg.norm(topic.direction))
     assert cos >= 0.99
     h = _hf_forget_tokens(reference, tok, FORGET, LAYER)
-    true_scale = float((h @ u.double()).mean())  # the mean projection on the planted u
+    projection = h @ u.double()
+    aligned = projection / h.norm(dim=1) >= 0.95  # the tokens the planted MLP moved onto u
+    true_scale = float(projection[aligned].median())  # their median projection on the planted u
     assert topic.scale == pytest.approx(true_scale, rel=0.02)
     assert est.weights.changed == [f"model.layers.{LAYER}.mlp.{m}.weight" for m in ("gate_proj", "up_proj", "down_proj")]
     assert est.weights.last_changed_block == LAYER

@@ -21,8 +21,10 @@ nothing after it, so when the weight diff shows the last changed block L collaps
 collapse already shows in an earlier trained block, because the residual stream carries it on), l̂ = L.
 No collapsed layer: ``collapsed=False`` with the measures, and no direction is made up (û = None).
 
-**û** = v at l̂; **ĉ** = mean h·û over the forget tokens at l̂ (RMU pulls h to c·u, so the mean
-projection estimates c); ``mean_norm`` (mean ‖h‖) is reported beside it.
+**û** = v at l̂; **ĉ** = the median of h·û over the forget tokens at l̂ aligned with û
+(cos ≥ ``ALIGNED_COS`` = 0.95; the mean over all tokens when fewer than a tenth are): RMU pulls each
+token to c·u, the tokens it reached sit at c, and a short run leaves others short of it, which would
+pull a plain mean below c. ``mean_projection`` and ``mean_norm`` are reported beside it.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from rmu_lens.rmu.batches import TokenBatch
 
 RECOVERY_FORMAT = "rmu_lens.recovery.v1"
 RECOVERY_FILE = "recovery.json"
+ALIGNED_COS = 0.95
+"""Tokens with cos(h, û) at least this are the ones RMU moved onto its target; ĉ is their median projection."""
 
 __all__ = ["CollapseRule", "NoCollapseError", "Recovery", "TopicEstimate", "direction_of", "recover"]
 
@@ -335,12 +339,18 @@ def recover(
         with collect_activations(unlearned_model, batch, hooks, **collect) as acts:
             fu = {h: acts.tokens(h) for h in hooks}
         curves: dict[str, list[float]] = {k: [] for k in ("forget_change", "retain_change", "mean_cos", "share",
-                                                          "base_mean_cos", "base_share", "mean_projection", "mean_norm")}
+                                                          "base_mean_cos", "base_share", "mean_projection", "scale", "mean_norm")}
         directions = []
         for i, h in enumerate(hooks):
             v, mean_cos, share = direction_of(fu[h])
             _, base_cos, base_share = direction_of(fb[h])
-            projection = fu[h].to(torch.float64) @ torch.from_numpy(v)
+            tokens64 = fu[h].to(torch.float64)
+            projection = tokens64 @ torch.from_numpy(v)
+            aligned = projection / tokens64.norm(dim=1).clamp(min=1e-30) >= ALIGNED_COS
+            # RMU pulls each forget token to c·u: the tokens it reached sit at c, the ones it did not
+            # (short runs) would pull a plain mean below c, so the median over the aligned tokens is read.
+            scale_value = float(projection[aligned].median()) if int(aligned.sum()) >= max(3, len(projection) // 10) \
+                else float(projection.mean())
             curves["forget_change"].append(_change(fb[h], fu[h]))
             curves["retain_change"].append(retain_change[i])
             curves["mean_cos"].append(mean_cos)
@@ -348,6 +358,7 @@ def recover(
             curves["base_mean_cos"].append(base_cos)
             curves["base_share"].append(base_share)
             curves["mean_projection"].append(float(projection.mean()))
+            curves["scale"].append(scale_value)
             curves["mean_norm"].append(float(fu[h].to(torch.float64).norm(dim=1).mean()))
             directions.append(v)
         collapsed_at = [
@@ -364,7 +375,7 @@ def recover(
             reason = (f"layer {layer}: forget moved {curves['forget_change'][i]:.3g} of its norm "
                       f"(retain {curves['retain_change'][i]:.3g}), mean cos(h, û) {curves['mean_cos'][i]:.3f} "
                       f"(base {curves['base_mean_cos'][i]:.3f}), share {curves['share'][i]:.3f} (base {curves['base_share'][i]:.3f})")
-            direction, scale, norm = directions[i], curves["mean_projection"][i], curves["mean_norm"][i]
+            direction, scale, norm = directions[i], curves["scale"][i], curves["mean_norm"][i]
         else:
             i = int(np.argmax(curves["forget_change"]))
             layer, direction, scale, norm = None, None, None, None
