@@ -224,7 +224,9 @@ def _add_analyze(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     add_flags(parser, [model_flag(name="--base", required=True, help="the original model: smollm2-135m, an HF directory or a hub name")])
-    parser.add_argument("--unlearned", required=True, type=Path, help="the RMU run directory (run.json, control vectors, model/)")
+    parser.add_argument("--unlearned", required=True, nargs="+",
+                        help="one or more unlearned models: RMU run directories (run.json, control vectors, model/), HF "
+                             "folders or hub names (u, c and l are then estimated); several give one side-by-side report")
     parser.add_argument("--out", required=True, type=Path, help="output directory (must be new or empty)")
     parser.add_argument("--data", nargs="+", default=None, metavar="NAME=SOURCE:ROLE",
                         help="datasets instead of the defaults: a corpus source (bundled:NAME, .jsonl/.txt/.parquet) "
@@ -271,9 +273,19 @@ def run_analyze(args: argparse.Namespace) -> int:
         for text in args.data:
             name, source, role = parse_dataset(text)
             datasets[name] = (load_corpus(source, name=name), role)
+    if len(args.unlearned) > 1:
+        from rmu_lens.pipeline import run_side_by_side
+
+        if args.base_eval or args.forget_subjects:
+            raise ValueError("--base-eval/--unlearned-eval/--forget-subjects take one --unlearned model; "
+                             "analyze several models without them")
+        run_side_by_side(args.base, args.unlearned, args.out, datasets=datasets, max_texts=args.max_texts,
+                         layers=args.layers, overwrite=args.overwrite, progress=show_progress(args),
+                         log=log_function(args), load_options=load_options(args))
+        return 0
     evaluations = (EvalResult.load(args.base_eval), EvalResult.load(args.unlearned_eval)) if args.base_eval else None
     run_analysis(
-        args.base, args.unlearned, args.out, datasets=datasets, max_texts=args.max_texts, layers=args.layers,
+        args.base, args.unlearned[0], args.out, datasets=datasets, max_texts=args.max_texts, layers=args.layers,
         evaluations=evaluations, forget_subjects=args.forget_subjects, overwrite=args.overwrite,
         progress=show_progress(args), log=log_function(args), load_options=load_options(args),
     )

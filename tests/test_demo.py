@@ -204,7 +204,7 @@ def test_analyze_command_reports_on_a_run_directory(tmp_path, capsys):
     assert (out / "analysis" / "analysis.json").is_file() and (out / "report.html").is_file()
     parsed = report_cells(out / "report.html")
     assert "training" in parsed.figures and parsed.embedded_images == len(summary["figures"])
-    assert "[3/3]" in capsys.readouterr().out
+    assert "[4/4]" in capsys.readouterr().out  # load, recover, analysis, report
     with pytest.raises(ValueError, match="NAME=SOURCE:ROLE"):
         from rmu_lens.cli import parse_dataset
 

@@ -247,3 +247,21 @@ def test_analyze_errors_name_the_fix(notebook):
         notebook.run_line_magic("rmu_analyze", "bio --forget bio")
     with pytest.raises(UsageError, match="neither a notebook variable nor a run directory"):
         notebook.run_line_magic("rmu_analyze", "nowhere --forget bio")
+
+
+def test_analyze_takes_a_plain_unlearned_model_and_estimates_u_c_l(notebook, make_tiny):
+    from rmu_lens.analysis import Analysis
+
+    notebook.user_ns["base"] = make_tiny(n_layers=4, seed=1)  # the same weights as `tiny` before RMU
+    notebook.run_line_magic("rmu_unlearn", f"--model tiny --forget bio --retain wiki --steering-coeff 8 {SETTINGS} "
+                                           "--no-dashboard")
+    notebook.user_ns["edited"] = notebook.user_ns["rmu_run"].model  # a bare bridge: no run record
+    notebook.run_line_magic("rmu_analyze", "edited --base-model base --forget bio --retain wiki --no-probes -o a")
+    analysis = notebook.user_ns.pop("a")
+    assert isinstance(analysis, Analysis)
+    recovery = analysis.meta["recovery"]
+    assert recovery["source"] == "estimated from the two models" and recovery["check"] is None
+    assert set(recovery["verdicts"]) == {"weights", "bio"}
+    assert recovery["changed_tensors"]  # RMU changed the update layers' tensors
+    with pytest.raises(UsageError, match="--base-model is needed"):
+        notebook.run_line_magic("rmu_analyze", "edited --forget bio --retain wiki")

@@ -62,8 +62,8 @@ def widgets(notebook: nbformat.NotebookNode, model_name: str) -> list[dict]:
 
 def test_committed_notebooks_carry_no_outputs_or_machine_paths():
     names = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
-    assert names == ["adjacent_damage.ipynb", "collapse_analysis.ipynb", "probes.ipynb", "quickstart.ipynb",
-                     "sweep.ipynb", "testbed_walkthrough.ipynb", "utility.ipynb"]
+    assert names == ["adjacent_damage.ipynb", "collapse_analysis.ipynb", "probes.ipynb", "published_checkpoint.ipynb",
+                     "quickstart.ipynb", "sweep.ipynb", "testbed_walkthrough.ipynb", "utility.ipynb"]
     for path in NOTEBOOKS.glob("*.ipynb"):
         notebook = nbformat.read(path, as_version=4)
         nbformat.validate(notebook)
@@ -189,3 +189,20 @@ def test_adjacent_damage_ranks_domains_and_explores_them(tmp_path, testbed, test
     assert damage.rows[0]["domain"] == testbed.forget_domain
     assert drops[testbed.adjacent_domain] > max(drops[d] for d in testbed.distant_domains)
     assert f"{testbed.adjacent_domain} (shared attributes)" in text_of(notebook)
+
+
+def test_published_checkpoint_recovers_a_stand_in_without_its_run_directory(tmp_path):
+    import json as json_module
+
+    from rmu_lens.analysis.weights import weight_diff
+
+    notebook = execute("published_checkpoint.ipynb", tmp_path)
+    printed = text_of(notebook)
+    assert "tensors changed, in blocks" in printed and "mean cos(h, û)" in printed
+    assert "cais/Zephyr_RMU" in "".join(c.source for c in notebook.cells if c.cell_type == "markdown")
+    # the changed tensors it printed are exactly the ones the run trained (run.json), from the folders it wrote
+    run = tmp_path / "stand_in" / "run"
+    info = json_module.loads((run / "run.json").read_text(encoding="utf-8"))
+    changed = sorted(p["hf_name"] for p in info["trained_parameters"])
+    assert sorted(weight_diff(tmp_path / "stand_in" / "base", run / "model").changed) == changed
+    assert f"{len(changed)} of" in printed and all(f"block {name.split('.')[2]}" in printed for name in changed)

@@ -342,3 +342,49 @@ def analyze_run(
         base_model, unlearned_model, datasets, control_vectors=inputs["control_vectors"],
         steering_coeffs=inputs["steering_coeffs"], **options,
     )
+
+
+def analyze_model(
+    base_model: Any,
+    unlearned_model: Any,
+    datasets: Mapping[str, Any],
+    *,
+    run: Any = None,
+    weights: Any = None,
+    recovery: Any = None,
+    **options: Any,
+) -> Analysis:
+    """:func:`analyze` for any unlearned model: u, c and l are estimated (``rmu_lens.analysis.recover``).
+
+    The forget sets of ``datasets`` are the topics and its first retain set the reference. With a
+    ``run`` (RMURun or run directory) its recorded u, c and l are used and the estimate goes beside
+    them as a check (cos(û, u), ĉ / c, l̂ == l). A topic that did not collapse is read against its
+    first principal direction, and ``meta["recovery"]`` says it did not collapse. ``weights``: a pair of
+    model folders for a shard-by-shard weight diff (default: the loaded models).
+    """
+    from rmu_lens.analysis.recover import recover
+
+    forget = {name: entry[0] for name, entry in datasets.items() if entry[1] == "forget"}
+    retain = [entry[0] for entry in datasets.values() if entry[1] == "retain"]
+    if not forget or not retain:
+        raise ValueError("analyze_model needs at least one forget set and one retain set in datasets "
+                         "(the estimate compares how far each moved)")
+    if recovery is None:
+        recovery = recover(base_model, unlearned_model, forget, retain[0], weights=weights,
+                           layers=options.get("layers"), max_texts=options.get("max_texts", 32),
+                           max_length=options.get("max_length", 128), progress=options.get("progress", True))
+    if run is not None:
+        inputs = run_inputs(run)
+        check = recovery.check(inputs["control_vectors"], inputs["steering_coeffs"], inputs["layer"])
+    else:
+        inputs, check = recovery.control_inputs(fallback=True), None
+    options.setdefault("layer", inputs["layer"])
+    analysis = analyze(base_model, unlearned_model, datasets, control_vectors=inputs["control_vectors"],
+                       steering_coeffs=inputs["steering_coeffs"], **options)
+    analysis.meta["recovery"] = {
+        "source": "run directory (recorded u, c, l)" if run is not None else "estimated from the two models",
+        "nothing_changed": recovery.nothing_changed, "verdicts": recovery.verdicts(),
+        "changed_tensors": recovery.weights.changed if recovery.weights is not None else None,
+        "check": check,
+    }
+    return analysis

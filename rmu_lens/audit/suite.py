@@ -187,13 +187,19 @@ def _run_settings(unlearned: Any, run: Any) -> tuple[Any, dict[str, Any], dict[s
         facts = {"layer": run.layer, "update_layers": list(run.config.update_layers),
                  "steering_coeffs": dict(run.steering_coeffs), "out": os.fspath(run.out) if run.out else None}
         vectors = dict(run.control_vectors)
+    elif hasattr(run, "topics") and hasattr(run, "control_inputs"):  # a Recovery: estimated from the two models
+        inputs = run.control_inputs()  # raises NoCollapseError when no topic collapsed: nothing to ablate
+        facts = {"layer": inputs["layer"], "update_layers": (run.weights.changed_blocks if run.weights else None)
+                 or [inputs["layer"]], "steering_coeffs": inputs["steering_coeffs"], "out": None, "estimated": True}
+        vectors = dict(inputs["control_vectors"])
     elif isinstance(run, Mapping):
         config = run.get("config", run)
         hook = config.get("hook_point") or f"blocks.{config['layer']}.hook_resid_post"
         facts = {"layer": hook_block(hook), "update_layers": config.get("update_layers") or
                  list(range(max(0, config["layer"] - 2), config["layer"] + 1))}
     elif run is not None:
-        raise TypeError(f"run: expected an RMURun, a run directory or a run.json dict, not {type(run).__name__}")
+        raise TypeError(f"run: expected an RMURun, a run directory, a run.json dict or a Recovery "
+                        f"(rmu_lens.analysis.recover for a model without a run directory), not {type(run).__name__}")
     return unlearned, facts, vectors
 
 
@@ -223,7 +229,8 @@ def audit(
     """Run the recovery audits on an unlearned model and summarise how much of the removed accuracy comes back.
 
     ``base``: the model before unlearning (a bridge). ``unlearned``: a bridge or an ``RMURun``; ``run``
-    (an RMURun, a run directory or a run.json dict) supplies the RMU layer, update layers and control
+    (an RMURun, a run directory, a run.json dict, or a ``Recovery`` — estimated from the two models with
+    forget and retain texts when no run and no layer is given) supplies the RMU layer, update layers and control
     vectors when ``unlearned`` is a bare bridge, else give ``layer``/``update_layers``. Forget/retain
     questions are scored with :func:`rmu_lens.eval.evaluate`; ``forget_texts`` feed the direction
     estimate (first ``direction_texts``) and the forget-domain fine-tunes, ``retain_texts`` the
@@ -238,6 +245,11 @@ def audit(
     from rmu_lens.eval import evaluate
 
     started = time.perf_counter()
+    if run is None and not hasattr(unlearned, "control_vectors") and layer is None and layer_sets is None and ablation \
+            and forget_texts and retain_texts:
+        from rmu_lens.analysis.recover import recover  # no run record: estimate l, u and the trained blocks
+
+        run = recover(base, unlearned, {"forget": list(forget_texts)}, list(retain_texts), progress=progress)
     unlearned, facts, control_vectors = _run_settings(unlearned, run)
     layer = layer if layer is not None else facts.get("layer")
     update_layers = list(update_layers) if update_layers is not None else facts.get("update_layers")

@@ -121,7 +121,7 @@ class RMULensMagics(Magics):
         With ``load=False`` a source string is returned as it is (``evaluate`` loads it itself).
         """
         from rmu_lens.jupyter.dashboard import TrainingJob
-        from rmu_lens.rmu.trainer import RMURun
+        from rmu_lens.rmu.record import RMURun
 
         value = self._lookup(source)
         if isinstance(value, TrainingJob):
@@ -334,7 +334,8 @@ class RMULensMagics(Magics):
     # -- %rmu_analyze -------------------------------------------------------------------------------
 
     @magic_arguments()
-    @argument("run", help="a notebook variable holding an RMURun (or a finished job), or a run directory")
+    @argument("run", help="a notebook variable holding an RMURun (or a finished job) or an unlearned model, a run "
+                          "directory, or an unlearned model folder / hub name (u, c and l are then estimated)")
     @argument("--base-model", default=None,
               help="the model before RMU: a notebook variable or a source [the model a run directory recorded]")
     @argument("--forget", nargs="+", default=[], metavar="CORPUS", help="forget sets, named after their topics")
@@ -350,11 +351,13 @@ class RMULensMagics(Magics):
     @argument("-o", "--output", default="rmu_analysis", help="variable to store the Analysis in [rmu_analysis]")
     @line_magic
     def rmu_analyze(self, line: str) -> None:
-        """Compare the model before and after RMU inside (rmu_lens.analysis.analyze_run); store the Analysis."""
+        """Compare the model before and after RMU inside (analyze_run, or analyze_model for a model without a
+        run record: u, c and l estimated); store the Analysis."""
         from IPython.display import HTML
 
-        from rmu_lens.analysis import analyze_run
+        from rmu_lens.analysis import analyze_model, analyze_run
         from rmu_lens.eval import Comparison
+        from rmu_lens.rmu.record import RMURun
         from rmu_lens.jupyter.display import analysis_html
 
         args = self._parse(self.rmu_analyze, line)
@@ -362,7 +365,8 @@ class RMULensMagics(Magics):
             raise UsageError(f"-o {args.output!r} is not a valid Python variable name")
         if args.max_texts < 2:
             raise UsageError(f"--max-texts {args.max_texts} must be at least 2")
-        run = self._run(args.run)
+        run = self._run(args.run, plain=True)
+        plain = not isinstance(run, (Path, RMURun))
         datasets: dict[str, tuple[Any, str]] = {}
         for role in ("forget", "retain", "adjacent", "distant"):
             for corpus in self._corpora(getattr(args, role), f"--{role}", 0):
@@ -371,6 +375,8 @@ class RMULensMagics(Magics):
                 datasets[corpus.name] = (corpus, role)
         if not datasets:
             raise UsageError("name the datasets to read activations on: --forget / --retain / --adjacent / --distant")
+        if plain and not args.base_model:
+            raise UsageError(f"--base-model is needed for {args.run}: a model without a run record names no base")
         base_source = args.base_model or self._recorded_base(run, args.run)
         base = self._model(base_source, load=True)
         comparison = None
@@ -380,8 +386,13 @@ class RMULensMagics(Magics):
                 raise UsageError(f"--comparison {args.comparison}: not a Comparison (make one with %rmu_compare)")
         questions = self._questions(args.questions) if args.questions else None
         try:
-            analysis = analyze_run(base, run, datasets, questions=questions, comparison=comparison, layers=args.layers,
-                                   max_texts=args.max_texts, probes=not args.no_probes)
+            options = dict(questions=questions, comparison=comparison, layers=args.layers, max_texts=args.max_texts,
+                           probes=not args.no_probes)
+            if plain:
+                unlearned = self._model(run, load=True) if isinstance(run, str) else run
+                analysis = analyze_model(base, unlearned, datasets, **options)
+            else:
+                analysis = analyze_run(base, run, datasets, **options)
         except (ValueError, FileNotFoundError) as error:
             raise UsageError(f"%rmu_analyze: {error}") from error
         if args.save:
@@ -389,8 +400,10 @@ class RMULensMagics(Magics):
         self._store(args.output, analysis)
         display(HTML(analysis_html(analysis)))
 
-    def _run(self, name: str) -> Any:
-        """An RMURun from a notebook variable (or finished job), or read from a run directory path."""
+    def _run(self, name: str, plain: bool = False) -> Any:
+        """An RMURun from a notebook variable (or finished job), or read from a run directory path; with
+        ``plain``, also an unlearned model (a bridge variable, returned as is) or a model folder / hub name
+        (returned as a str)."""
         from rmu_lens.errors import RMULensError
         from rmu_lens.jupyter.dashboard import TrainingJob
         from rmu_lens.rmu.record import RMURun
@@ -402,12 +415,19 @@ class RMULensMagics(Magics):
             value = value.result()
         if isinstance(value, RMURun):
             return value
+        if plain and value is not None and hasattr(value, "hook_dict"):
+            return value
         if value is not None:
             raise UsageError(f"{name} holds a {type(value).__name__}, not an RMURun (from %rmu_unlearn)")
-        if not (Path(name).expanduser() / "run.json").is_file():
-            raise UsageError(f"{name} is neither a notebook variable nor a run directory (no run.json)")
+        path = Path(name).expanduser()
+        if not (path / "run.json").is_file():
+            hub_like = not path.exists() and name.count("/") == 1 and not name.startswith((".", "/", "~"))
+            if plain and ((path / "config.json").is_file() or hub_like):
+                return name  # a model folder or a hub name: u, c and l are estimated
+            raise UsageError(f"{name} is neither a notebook variable nor a run directory (no run.json)"
+                             + (" nor a model folder (config.json) or hub name" if plain else ""))
         try:
-            return RMURun.load(Path(name).expanduser())
+            return RMURun.load(path)
         except RMULensError as error:
             raise UsageError(f"{name}: {error}") from error
 

@@ -7,7 +7,8 @@
 |-------------|----------------------------------------------------------------------------------|
 | plans.py    | DemoPlan; smollm2_plan(), testbed_plan(); the bundled question sets and roles    |
 | demo.py     | run_pipeline(): the demo's steps (evaluate, RMU, analysis, utility, audit, report) |
-| analyze.py  | run_analysis(): `rmu-lens analyze`, a base model against a run directory         |
+| analyze.py  | run_analysis(): `rmu-lens analyze`, a base model against a run or any unlearned model |
+| side_by_side.py | run_side_by_side(): several unlearned models of one base in one report          |
 | staging.py  | StagedOutput: out written into staging → report → summary.json → rename; steps   |
 | summary.py  | format_summary(): the printout that ends both                                    |
 
@@ -32,6 +33,7 @@ step leaves nothing half-written; an existing non-empty ``out`` is refused unles
 from rmu_lens.pipeline.analyze import (
     default_analysis_datasets,
     default_subject_roles,
+    plain_model_datasets,
     run_analysis,
     run_corpora,
 )
@@ -46,12 +48,14 @@ from rmu_lens.pipeline.plans import (
     smollm2_plan,
     testbed_plan,
 )
+from rmu_lens.pipeline.side_by_side import run_side_by_side
 from rmu_lens.pipeline.staging import SUMMARY_FORMAT, DemoResult, StagedOutput, check_output_dir
 from rmu_lens.pipeline.summary import format_summary
 
 __all__ = [
     "N_STEPS", "SMOLLM2_ANALYSIS_LAYERS", "SMOLLM2_QUESTION_SETS", "SUMMARY_FORMAT", "DemoPlan", "DemoResult",
     "StagedOutput", "bundled_question_sets", "check_output_dir", "default_analysis_datasets", "default_subject_roles",
-    "format_summary", "question_set_datasets", "question_texts", "run_analysis", "run_corpora", "run_pipeline",
+    "format_summary", "plain_model_datasets", "question_set_datasets", "question_texts", "run_analysis", "run_corpora",
+    "run_pipeline", "run_side_by_side",
     "smollm2_plan", "testbed_plan",
 ]

@@ -1,4 +1,4 @@
-"""`rmu-lens analyze`: a base model against a run directory's model/, with the run's own corpora by default."""
+"""`rmu-lens analyze`: a base model against a run directory or any unlearned model (u, c and l estimated)."""
 
 from __future__ import annotations
 
@@ -71,6 +71,48 @@ def default_subject_roles(subjects: Sequence[str], forget_subjects: Sequence[str
     return roles
 
 
+def plain_model_datasets() -> tuple[dict[str, tuple[Any, str]], dict[str, str]]:
+    """Datasets for a model that has no run directory: the bundled virology and cybersecurity corpora
+    (forget), the bundled retain corpus and the bundled question sets as text. Returns (datasets, subjects)."""
+    from rmu_lens.data.corpora import load_corpus
+
+    datasets: dict[str, tuple[Any, str]] = {
+        "virology": (load_corpus("bundled:virology"), "forget"),
+        "cybersecurity": (load_corpus("bundled:cybersecurity"), "forget"),
+        "retain": (load_corpus("bundled:retain"), "retain"),
+    }
+    extra, subjects = question_set_datasets(bundled_question_sets(None))
+    for name, entry in extra.items():
+        datasets.setdefault(name, entry)
+    return datasets, subjects
+
+
+def model_folder(source: Any) -> Path | None:
+    """The local safetensors folder of a model source (embedded name or directory), else None (hub name, in memory)."""
+    from rmu_lens.models import EMBEDDED_MODELS, embedded_model_dir
+
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    text = os.fspath(source)
+    if text in EMBEDDED_MODELS:
+        return embedded_model_dir(text)
+    path = Path(text)
+    return path if path.is_dir() and any(path.glob("*.safetensors")) else None
+
+
+def is_run_directory(source: Any) -> bool:
+    return isinstance(source, (str, os.PathLike)) and (Path(source) / "run.json").is_file()
+
+
+def forget_and_retain(datasets: Mapping[str, tuple[Any, str]]) -> tuple[dict[str, Any], Any]:
+    """The forget sets by name and the first retain set, which the estimate of u, c and l reads."""
+    forget = {name: entry[0] for name, entry in datasets.items() if entry[1] == "forget"}
+    retain = [entry[0] for entry in datasets.values() if entry[1] == "retain"]
+    if not forget or not retain:
+        raise ValueError("the datasets need at least one forget set and one retain set (roles 'forget' and 'retain')")
+    return forget, retain[0]
+
+
 def run_analysis(
     base: Any,
     run_dir: str | os.PathLike,
@@ -86,27 +128,33 @@ def run_analysis(
     log: Callable[[str], None] = stderr_log,
     load_options: Mapping[str, Any] | None = None,
 ) -> DemoResult:
-    """`rmu-lens analyze`: the base model against a run directory's model/, written to ``out`` as
-    ``analysis/``, ``figures/``, ``report.html`` and ``summary.json`` (atomically, like the demo).
+    """`rmu-lens analyze`: the base model against an unlearned model, written to ``out`` as
+    ``analysis/``, ``recovery.json``, ``figures/``, ``report.html`` and ``summary.json`` (atomically, like the demo).
 
-    ``base``: a model source for :func:`rmu_lens.load_model` or a loaded bridge. ``datasets`` default to
-    :func:`default_analysis_datasets`. ``evaluations`` = (base EvalResult, unlearned EvalResult) adds
+    ``run_dir``: an RMU run directory (its recorded u, c and l are used, the estimate shown beside them)
+    or any unlearned model — an HF folder or a hub name — whose u, c and l are estimated
+    (:func:`rmu_lens.analysis.recover`). ``base``: a model source for :func:`rmu_lens.load_model` or a
+    loaded bridge. ``datasets`` default to :func:`default_analysis_datasets` (a run) or
+    :func:`plain_model_datasets`. ``evaluations`` = (base EvalResult, unlearned EvalResult) adds
     accuracy, the comparison and the damage table; ``forget_subjects`` names the forget subjects there.
     ``load_options`` (device, dtype, device_map ...) go to :func:`rmu_lens.load_model` for both models.
     """
-    from rmu_lens.analysis import analyze_run
+    from rmu_lens.analysis import analyze_model
+    from rmu_lens.analysis.recover import recover
     from rmu_lens.eval import compare
     from rmu_lens.models import load_model
     from rmu_lens.report import build_report
     from rmu_lens.rmu.record import RMURun
 
-    output = StagedOutput(out, overwrite, log, total_steps=3)
-    run_dir = Path(run_dir)
-    run = RMURun.load(run_dir)
-    info = run.record
+    output = StagedOutput(out, overwrite, log, total_steps=4)
+    is_run = is_run_directory(run_dir)
+    run = RMURun.load(run_dir) if is_run else None
+    source = Path(run_dir) / "model" if is_run else run_dir
+    label = Path(run_dir).name if isinstance(run_dir, (str, os.PathLike)) else "in memory"
     subjects: dict[str, str] = {}
     if datasets is None:
-        datasets, subjects = default_analysis_datasets(info)
+        datasets, subjects = default_analysis_datasets(run.record) if is_run else plain_model_datasets()
+    forget, retain = forget_and_retain(datasets)
     comparison, roles = None, {}
     if evaluations is not None:
         base_eval, new_eval = evaluations
@@ -115,30 +163,45 @@ def run_analysis(
         subjects = {name: subject for name, subject in subjects.items() if subject in roles}
     steps = output.steps
     with output.staging() as staging:
-        steps.start("load", f"loading the base model {base if isinstance(base, (str, os.PathLike)) else ''} and {run_dir / 'model'}")
+        steps.start("load", f"loading the base model {base if isinstance(base, (str, os.PathLike)) else ''} and {source}")
         options = dict(load_options or {})
         base_model = load_model(base, **options) if isinstance(base, (str, os.PathLike)) else base
-        unlearned_model = load_model(run_dir / "model", **options)
+        unlearned_model = load_model(source, **options) if isinstance(source, (str, os.PathLike)) else source
+        folders = (model_folder(base), model_folder(source))
+        steps.start("recover", "estimating the steered layer, direction and scale, and the changed tensors")
+        recovery = recover(base_model, unlearned_model, forget, retain, layers=layers, max_texts=max_texts,
+                           weights=folders if None not in folders else None, progress=progress)
+        recovery.save(staging)
         steps.start("analysis", f"analyzing representations: {len(datasets)} datasets, up to {max_texts} texts each")
-        analysis = analyze_run(
-            base_model, run, datasets, unlearned_model=unlearned_model, layers=layers, max_texts=max_texts,
-            comparison=comparison, subjects=subjects or None, progress=progress,
+        analysis = analyze_model(
+            base_model, unlearned_model, datasets, run=run, recovery=recovery,
+            layers=layers, max_texts=max_texts, comparison=comparison, subjects=subjects or None, progress=progress,
         )
         analysis.save(staging / "analysis")
         steps.start("report", "writing figures and report")
         if comparison is not None:
             comparison.save(staging / "comparison.json")
+        coeffs = run.steering_coeffs if run is not None else dict(analysis.collapse.steering_coeffs)
+        meta = {"base model": str(base) if isinstance(base, (str, os.PathLike)) else "in memory",
+                "run" if is_run else "unlearned model": label,
+                "read hook": run.config.read_hook if run is not None
+                else f"blocks.{analysis.meta['layer']}.hook_resid_post (estimated)",
+                "steering coefficients": ", ".join(f"{t}: {c:.4g}" for t, c in coeffs.items()),
+                **{f"recovered: {k}": v for k, v in recovery.verdicts().items()}}
+        if recovery.nothing_changed:
+            meta["recovered: weights"] = "nothing changed: the two models are identical"
+        for topic, row in (analysis.meta["recovery"].get("check") or {}).items() if is_run else ():
+            meta[f"estimate vs run: {topic}"] = (
+                f"l̂ {row['layer_hat']} (l {row['layer']}), cos(û, u) {row['cos_u']:.4f}, ĉ/c {row['c_ratio']:.3f}"
+                if row["cos_u"] is not None else f"not collapsed (l {row['layer']})")
         report = build_report(
-            title=f"RMU analysis of {run_dir.name}", base_eval=evaluations[0] if evaluations else None,
+            title=f"RMU analysis of {label}", base_eval=evaluations[0] if evaluations else None,
             unlearned_eval=evaluations[1] if evaluations else None, subject_roles=roles, run=run,
-            comparison=comparison, analysis=analysis,
-            meta={"base model": str(base) if isinstance(base, (str, os.PathLike)) else "in memory",
-                  "run": run_dir.name, "read hook": run.config.read_hook,
-                  "steering coefficients": ", ".join(f"{t}: {c:.4g}" for t, c in run.steering_coeffs.items())},
+            comparison=comparison, analysis=analysis, meta=meta,
         )
         result = output.finish(staging, report, {
-            "name": f"analysis of {run_dir.name}", "mode": evaluations[0].mode if evaluations else None,
+            "name": f"analysis of {label}", "mode": evaluations[0].mode if evaluations else None,
             "datasets": {name: role for name, (_, role) in datasets.items()}, "max_texts": max_texts,
             "layers": list(layers) if layers else None,
-        })
+        }, recovery=analysis.meta["recovery"])
     return result
