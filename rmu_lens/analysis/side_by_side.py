@@ -32,7 +32,7 @@ class SideBySide:
             return "<p>no models</p>"
         columns = list(dict.fromkeys(k for row in self.rows for k in row if k != "model"))
         cells = [[_fmt(v) for v in [row["model"], *[row.get(c, "") for c in columns]]] for row in self.rows]
-        return macro("side_by_side.html", "table", ["model", *columns], cells)
+        return macro("widgets.html", "side_by_side_table", ["model", *columns], cells)
 
 
 def _fmt(value: Any) -> str:
