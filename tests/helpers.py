@@ -64,3 +64,17 @@ class ReportHTML(HTMLParser):
     def handle_data(self, data):
         if self._key is not None:
             self.cells[self._key] += data
+
+
+def edited_pair(n_layers: int = 2, scale: float = 3.0):
+    """Two bridges over the same tiny random Llama; in the second, block 1's MLP output weight is scaled."""
+    from rmu_lens.models import build_random_model, load_model
+
+    def tiny():
+        model, tokenizer = build_random_model("llama", n_layers=n_layers, d_model=32, seed=0)
+        return load_model(model, tokenizer=tokenizer)
+
+    base, unlearned = tiny(), tiny()
+    with torch.no_grad():
+        unlearned.blocks[1].mlp.out.weight.mul_(scale)
+    return base, unlearned

@@ -20,22 +20,15 @@ from rmu_lens.plots.representations import (
     plot_probes,
 )
 from rmu_lens.plots.training import figure_png
-from tests.helpers import texts
+from tests.helpers import edited_pair, texts
 
 N_LAYERS = 3
 
 
 @pytest.fixture(scope="module")
 def analysis():
-    from rmu_lens.models import build_random_model, load_model
 
-    def tiny():
-        model, tokenizer = build_random_model("llama", n_layers=N_LAYERS, d_model=32, seed=0)
-        return load_model(model, tokenizer=tokenizer)
-
-    base, unlearned = tiny(), tiny()
-    with torch.no_grad():
-        unlearned.blocks[1].mlp.out.weight.mul_(3.0)
+    base, unlearned = edited_pair(n_layers=N_LAYERS)
     datasets = {"bio": (texts("bio", 8), "forget"), "retain": (texts("retain", 8), "retain"),
                 "cyber": (texts("cyber", 8), "adjacent")}
     questions = [Question(f"What colour is thing {i}?", ["red", "blue", "green", "black"], i % 4, "bio", "t", f"q{i}")

@@ -49,7 +49,7 @@ def test_training_curves_draw_topic_names_with_dollars():
 def results(subjects: list[str]) -> tuple[EvalResult, EvalResult]:
     def make(shift: int) -> EvalResult:
         records = [{"id": f"{s}/{i}", "task": "t", "subject": s, "answer": 0, "prediction": int((i + shift) % 3 == 0),
-                    "correct": (i + shift) % 3 != 0} for s in subjects for i in range(6)]
+                    "correct": (i + shift) % 3 != 0, "loglikelihoods": [-1.0, -2.0, -3.0, -4.0]} for s in subjects for i in range(6)]
         return EvalResult(mode="letter", records=records)
 
     return make(0), make(1)
@@ -65,16 +65,9 @@ def test_accuracy_figures_draw_subject_names_with_dollars():
 def dollar_analysis():
     """An analysis of two tiny models over datasets whose names hold `$`."""
     from rmu_lens.analysis import analyze
-    from rmu_lens.models import build_random_model, load_model
-    from tests.helpers import texts
+    from tests.helpers import edited_pair, texts
 
-    def tiny():
-        model, tokenizer = build_random_model("llama", n_layers=2, d_model=32, seed=0)
-        return load_model(model, tokenizer=tokenizer)
-
-    base, unlearned = tiny(), tiny()
-    with torch.no_grad():
-        unlearned.blocks[1].mlp.out.weight.mul_(3.0)
+    base, unlearned = edited_pair()
     datasets = {ABORTS: (texts("bio", 4), "forget"), GARBLES: (texts("retain", 4), "retain")}
     u = torch.rand(32, generator=torch.Generator().manual_seed(0))
     return analyze(base, unlearned, datasets, control_vectors={ABORTS: u}, steering_coeffs={ABORTS: 20.0}, layer=1,

@@ -16,7 +16,7 @@ from rmu_lens.audit.layers import LayerPoint, LayerStudy
 from rmu_lens.eval import Question
 from rmu_lens.eval.compare import Comparison, SubjectChange
 from rmu_lens.results import JSONResult, Result, ResultFormatError, ResultNotFoundError, finite_json
-from tests.helpers import texts
+from tests.helpers import edited_pair, texts
 from tests.test_audit_result import constructed as constructed_audit
 from tests.test_audit_result import rec
 
@@ -24,15 +24,8 @@ from tests.test_audit_result import rec
 @pytest.fixture(scope="module")
 def analysis() -> Analysis:
     """A tiny analysis with every built-in result: collapse, probes (domain and knowledge), damage."""
-    from rmu_lens.models import build_random_model, load_model
 
-    def tiny():
-        model, tokenizer = build_random_model("llama", n_layers=2, d_model=32, seed=0)
-        return load_model(model, tokenizer=tokenizer)
-
-    base, unlearned = tiny(), tiny()
-    with torch.no_grad():
-        unlearned.blocks[1].mlp.out.weight.mul_(3.0)
+    base, unlearned = edited_pair()
     datasets = {"bio": (texts("bio", 6), "forget"), "retain": (texts("retain", 6), "retain"),
                 "cyber": (texts("cyber", 6), "adjacent")}
     questions = [Question(f"What colour is thing {i}?", ["red", "blue", "green", "black"], i % 4, "bio", "t", f"q{i}")

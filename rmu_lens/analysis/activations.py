@@ -217,6 +217,23 @@ def _as_texts(data: Any, name: str) -> list[str]:
     return list(data)
 
 
+def statistics_batch(data: Any, tokenizer: Any, max_texts: int | None, max_length: int, name: str) -> TokenBatch:
+    """The first ``max_texts`` of ``data`` (texts, a Corpus or a TokenBatch) as one batch, keeping only texts
+    of 2+ tokens: one-token texts have no token left once position 0 is excluded from the statistics."""
+    from rmu_lens.data.corpora import Corpus
+
+    if isinstance(data, TokenBatch):
+        return data if max_texts is None else TokenBatch(data.input_ids[:max_texts], data.attention_mask[:max_texts])
+    texts = list(data.texts) if isinstance(data, Corpus) else data
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"{name}: expected a non-empty list of texts, a Corpus or a TokenBatch")
+    batch = tokenize(tokenizer, texts if max_texts is None else texts[:max_texts], max_length)
+    keep = batch.attention_mask.sum(-1) >= 2
+    if not keep.any():
+        raise ValueError(f"{name}: every text is shorter than 2 tokens")
+    return TokenBatch(batch.input_ids[keep], batch.attention_mask[keep])
+
+
 def _as_batch(model: Any, data: Any, max_length: int) -> TokenBatch:
     if isinstance(data, TokenBatch):
         if data.input_ids.ndim != 2 or data.input_ids.shape != data.attention_mask.shape:

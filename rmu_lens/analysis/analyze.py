@@ -17,12 +17,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from rmu_lens.analysis.activations import TokenBatch, collect_activations, resid_post_hooks, tokenize
+from rmu_lens.analysis.activations import collect_activations, resid_post_hooks, statistics_batch
 
 # The built-in analyzers register themselves on import, in this order (the report's figure order).
 from rmu_lens.analysis.collapse import ROLES, CollapseAnalysis
@@ -30,7 +29,6 @@ from rmu_lens.analysis.probes import DOMAIN_PROBE_ROLES, ProbeAnalysis, ProbeSet
 from rmu_lens.analysis.damage import DamageAnalysis
 from rmu_lens.analysis.config import AnalysisConfig
 from rmu_lens.analysis.registry import ANALYZERS, AnalysisInputs, AnalyzerRegistryError, DatasetInfo, result_class
-from rmu_lens.data.corpora import Corpus
 from rmu_lens.results import JSONResult
 
 ANALYSIS_FORMAT = "rmu_lens.analysis/2"
@@ -206,19 +204,6 @@ def _datasets(datasets: Mapping[str, Any], topics: list[str]) -> dict[str, tuple
     return checked
 
 
-def _limited(data: Any, max_texts: int | None, tokenizer: Any, max_length: int, name: str) -> TokenBatch:
-    if isinstance(data, TokenBatch):
-        return data if max_texts is None else TokenBatch(data.input_ids[:max_texts], data.attention_mask[:max_texts])
-    texts = list(data.texts) if isinstance(data, Corpus) else data
-    if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts or not all(isinstance(t, str) for t in texts):
-        raise ValueError(f"datasets[{name!r}]: expected a non-empty list of texts, a Corpus or a TokenBatch")
-    batch = tokenize(tokenizer, texts if max_texts is None else texts[:max_texts], max_length)
-    keep = batch.attention_mask.sum(-1) >= 2  # one-token texts have no token left once position 0 is excluded
-    if not keep.any():
-        raise ValueError(f"datasets[{name!r}]: every text is shorter than 2 tokens")
-    return TokenBatch(batch.input_ids[keep], batch.attention_mask[keep])
-
-
 def analyze(
     base_model: Any,
     unlearned_model: Any,
@@ -275,7 +260,7 @@ def analyze(
 
     collect = dict(batch_size=config.batch_size, memory_limit_mb=config.memory_limit_mb, progress=progress)
     for name, (data, _, _) in checked.items():
-        batch = _limited(data, config.max_texts, tokenizer, config.max_length, name)
+        batch = statistics_batch(data, tokenizer, config.max_texts, config.max_length, f"datasets[{name!r}]")
         with collect_activations(base_model, batch, hooks, **collect) as base_acts, \
                 collect_activations(unlearned_model, batch, hooks, **collect) as new_acts:
             for analyzer in analyzers:

@@ -39,9 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rmu_lens.analysis.activations import collect_activations, resid_post_hooks, tokenize
+from rmu_lens.analysis.activations import collect_activations, resid_post_hooks, statistics_batch
 from rmu_lens.analysis.weights import WeightDiff, check_same_architecture, weight_diff
-from rmu_lens.data.corpora import Corpus
 from rmu_lens.errors import RMULensError
 from rmu_lens.rmu.batches import TokenBatch
 
@@ -241,19 +240,6 @@ class Recovery:
         return cls.from_dict(json.loads(file.read_text(encoding="utf-8")))
 
 
-def _batch(data: Any, tokenizer: Any, max_texts: int | None, max_length: int, name: str) -> TokenBatch:
-    if isinstance(data, TokenBatch):
-        return data if max_texts is None else TokenBatch(data.input_ids[:max_texts], data.attention_mask[:max_texts])
-    texts = list(data.texts) if isinstance(data, Corpus) else data
-    if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts or not all(isinstance(t, str) for t in texts):
-        raise ValueError(f"{name}: expected a non-empty list of texts, a Corpus or a TokenBatch")
-    batch = tokenize(tokenizer, texts if max_texts is None else texts[:max_texts], max_length)
-    keep = batch.attention_mask.sum(-1) >= 2
-    if not keep.any():
-        raise ValueError(f"{name}: every text is shorter than 2 tokens")
-    return TokenBatch(batch.input_ids[keep], batch.attention_mask[keep])
-
-
 def _change(base_tokens: torch.Tensor, new_tokens: torch.Tensor) -> float:
     b, n = base_tokens.to(torch.float64), new_tokens.to(torch.float64)
     return float((n - b).norm(dim=1).mean() / b.norm(dim=1).mean().clamp(min=1e-30))
@@ -326,7 +312,7 @@ def recover(
                 cache[key] = {h: acts.tokens(h) for h in hooks}
         return cache[key]
 
-    retain_batch = _batch(retain, tokenizer, max_texts, max_length, "retain")
+    retain_batch = statistics_batch(retain, tokenizer, max_texts, max_length, "retain")
     retain_base = base_tokens("retain", retain_batch)
     with collect_activations(unlearned_model, retain_batch, hooks, **collect) as acts:
         retain_change = [_change(retain_base[h], acts.tokens(h)) for h in hooks]
@@ -334,7 +320,7 @@ def recover(
     last_changed = weights.last_changed_block if weights is not None else None
     topics = {}
     for topic, data in forget.items():
-        batch = _batch(data, tokenizer, max_texts, max_length, f"forget[{topic!r}]")
+        batch = statistics_batch(data, tokenizer, max_texts, max_length, f"forget[{topic!r}]")
         fb = base_tokens(f"forget:{topic}", batch)
         with collect_activations(unlearned_model, batch, hooks, **collect) as acts:
             fu = {h: acts.tokens(h) for h in hooks}
