@@ -101,7 +101,9 @@ def is_alive(worker: dict[str, Any]) -> bool | None:
 
 def fail_dead_trials(study: optuna.Study) -> list[int]:
     """Mark FAIL the RUNNING trials of dead local workers and enqueue their parameters again; returns their numbers."""
-    optuna.storages.fail_stale_trials(study)  # heartbeat storages only (RDB); a no-op elsewhere
+    with warnings.catch_warnings():  # stable in practice; Optuna still labels it experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # heartbeat storages only (RDB); a no-op elsewhere
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = trial.user_attrs.get("worker")
