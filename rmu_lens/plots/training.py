@@ -45,11 +45,14 @@ def figure_png(figure: Figure, dpi: int = 110) -> bytes:
 def run_history(run: Any) -> list[dict[str, Any]]:
     """The step records of an RMURun, a run.json dict, a run directory / run.json path, or a list of records."""
     if isinstance(run, (str, os.PathLike)):
+        from rmu_lens.rmu.record import read_run
+
         path = Path(run)
-        file = path / "run.json" if path.is_dir() else path
-        if not file.is_file():
+        if path.is_file() and path.name == "run.json":
+            path = path.parent
+        if not path.is_dir():
             raise FileNotFoundError(f"{run} is neither a run directory (with run.json) nor a run.json file")
-        run = json.loads(file.read_text(encoding="utf-8"))
+        run = read_run(path)
     if isinstance(run, Mapping):
         if "history" not in run:
             raise ValueError("run.json data has no 'history': pass a run directory written by rmu_lens.unlearn")
