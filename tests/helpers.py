@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from html.parser import HTMLParser
 
+import pytest
 import torch
 
 WORDS = {
@@ -78,3 +79,15 @@ def edited_pair(n_layers: int = 2, scale: float = 3.0):
     with torch.no_grad():
         unlearned.blocks[1].mlp.out.weight.mul_(scale)
     return base, unlearned
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models gain nothing from intra-op threads, and on a busy CPU their spinning costs seconds.
+
+    A module uses it with ``from tests.helpers import single_thread`` and
+    ``pytestmark = pytest.mark.usefixtures("single_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -18,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.helpers import texts
+from tests.helpers import single_thread, texts  # noqa: F401  single_thread: a fixture used by pytestmark
 from rmu_lens.analysis.activations import collect_activations
 from rmu_lens.attention import UnsupportedAttentionError
 from rmu_lens.eval import Question, evaluate
@@ -69,13 +69,7 @@ QUESTIONS = [
 family_names = pytest.mark.parametrize("family", [f.name for f in FAMILIES])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy CPU their spinning costs seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def build(family: str, seed: int = 0):

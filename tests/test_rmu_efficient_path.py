@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from rmu_lens.models import build_random_model, hf_model_of, load_model, readable_name
 from rmu_lens.rmu import RMUConfig, RMUTrainer, unlearn
 from rmu_lens.rmu.runner import BlockRunner
+from tests.helpers import single_thread  # noqa: F401  a fixture used by pytestmark
 
 N_LAYERS, D_MODEL, LAYER, FIRST = 5, 32, 3, 1
 UPDATE_LAYERS = [1, 2, 3]
@@ -39,13 +40,7 @@ FORGET_B = make_texts(2, [17, 4, 25, 8, 11, 30, 6, 13])
 RETAIN = make_texts(3, [9, 22, 4, 15, 18, 3, 26, 7])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy CPU their spinning costs seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_bridge(architecture: str):

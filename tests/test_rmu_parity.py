@@ -21,6 +21,7 @@ from reference_rmu import TransformersV4AdamW, chunk, decoder_layers, run_refere
 from rmu_lens.models import build_random_model, hf_model_of, load_model, readable_name
 from rmu_lens.rmu import RMUConfig, unlearn
 from rmu_lens.rmu.optim import LegacyAdamW
+from tests.helpers import single_thread  # noqa: F401  a fixture used by pytestmark
 
 N_LAYERS, D_MODEL, LAYER, UPDATE_LAYERS = 5, 32, 3, [1, 2, 3]
 BATCH_SIZE = 2
@@ -33,13 +34,7 @@ TRAINED_HF_PARAM = "mlp.down_proj.weight"
 LOSS_RTOL, WEIGHT_ATOL_REL = 1e-5, 1e-6
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy CPU their spinning costs seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def make_texts(seed: int, lengths: list[int]) -> list[str]:
