@@ -146,6 +146,8 @@ def test_a_resumed_sweep_in_the_same_directory_runs_only_the_missing_trials(tmp_
     trials = second.study.trials
     assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
     assert {t.number: t.datetime_complete for t in trials[:2]} == done  # the first two were not run again
+    # A resumed sampler must not replay the first run's suggestions (a fixed-seed TPE would repeat trial 0's lr).
+    assert len({t.params["lr"] for t in trials}) == 3
     with pytest.raises(ValueError, match="another space"):
         rl.sweep(model, forget, retain, QUESTIONS, {"lr": {"low": 1e-3, "high": 1e-2}}, 3, out, config=config, progress=False)
 
@@ -211,3 +213,4 @@ def test_an_rdb_url_holds_the_study_with_optunas_heartbeat(tmp_path):
     study = optuna.load_study(study_name="rmu-sweep", storage=url)
     assert [t.state.name for t in study.trials] == ["COMPLETE"] and study.user_attrs["base"] == result.base
     assert result.study._storage.get_heartbeat_interval() == 30  # so fail_stale_trials finds dead workers elsewhere
+

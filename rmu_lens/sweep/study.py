@@ -212,6 +212,9 @@ def sweep(
             raise ValueError(f"n_trials={n_trials}, but the space is a grid of {size} points (every searched setting "
                              f"has choices): give {size} trials or fewer, or a range for some setting")
         sampler = AskTellGridSampler(grid, seed=seed)
+    # TPE is re-seeded per trial with seed + the trial's number (see claim()): a fixed-seed sampler would
+    # suggest the same settings again after a resume, and in every worker that shares the study.
+    reseed = sampler is None
     sampler = sampler or optuna.samplers.TPESampler(seed=seed)
     study = optuna.create_study(storage=backend, study_name=study_name, directions=list(DIRECTIONS),
                                 sampler=sampler, load_if_exists=True)
@@ -237,6 +240,8 @@ def sweep(
                 return None
             with warnings.catch_warnings():  # the sweep runs the heartbeat itself (heartbeat() below)
                 warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used with Study.optimize")
+                if reseed:
+                    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
                 trial = study.ask()
             trial.set_user_attr("worker", worker_identity())
             return trial
