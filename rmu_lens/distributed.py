@@ -40,6 +40,15 @@ def launch() -> Launch:
     return Launch(rank=rank, local_rank=local, world_size=max(world, 1))
 
 
+def rank_and_world() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group, else (0, 1): how work is sharded."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def init_distributed() -> Launch:
     """Start the torch.distributed process group when launched by torchrun with more than one process.
 

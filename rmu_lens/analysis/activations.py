@@ -336,7 +336,9 @@ def collect_activations(
     per_value = d_model * 4 * (n_seq if reduce else n_seq * width)
     spill = per_value * len(names) / 2**20 > memory_limit_mb
     result = Activations(names, attention_mask, mask, reduce, skip_first)
-    rank, world = _distributed()
+    from rmu_lens.distributed import rank_and_world
+
+    rank, world = rank_and_world()
     if spill:
         if spill_dir is None:
             made = [str(Path(tempfile.mkdtemp(prefix="rmu_lens-activations-"))) if rank == 0 else None]
@@ -416,15 +418,6 @@ def collect_activations(
     if world > 1:
         _gather_batches(result, gathered, world, batch_size, n_seq, attention_mask)
     return result
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _store(result: Activations, outputs: dict[str, torch.Tensor], rows: slice, length: int) -> None:

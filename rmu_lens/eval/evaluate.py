@@ -64,15 +64,6 @@ def resolve_model(
     )
 
 
-def _distributed() -> tuple[int, int]:
-    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _gather(scores: dict[int, list[float]], world: int) -> dict[int, list[float]]:
     import torch.distributed as dist
 
@@ -148,7 +139,9 @@ def evaluate(
         raise ValueError(f"{duplicates} question id(s) occur more than once; ids must be unique (records and compare() pair by id)")
     hf_model, tokenizer, model_name = resolve_model(model, tokenizer, device)
     started = time.perf_counter()
-    rank, world = _distributed()
+    from rmu_lens.distributed import rank_and_world
+
+    rank, world = rank_and_world()
     mine = list(range(rank, len(questions), world))
     requests = encode_requests(tokenizer, [build_request(questions[i], mode) for i in mine])
     pad_id = next((t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
