@@ -104,6 +104,28 @@ def is_run_directory(source: Any) -> bool:
     return isinstance(source, (str, os.PathLike)) and (Path(source) / "run.json").is_file()
 
 
+def unlearned_source(source: Any) -> tuple[Any, Any]:
+    """(the run record or None, the model to load): a run directory's ``model/``, else ``source`` itself."""
+    from rmu_lens.rmu.record import RMURun
+
+    if is_run_directory(source):
+        return RMURun.load(source), Path(source) / "model"
+    return None, source
+
+
+def load_source(source: Any, options: Mapping[str, Any]) -> Any:
+    """A bridge for a model source (loaded with ``options``); an already loaded model as it is."""
+    from rmu_lens.models import load_model
+
+    return load_model(source, **options) if isinstance(source, (str, os.PathLike)) else source
+
+
+def weight_folders(base: Any, unlearned: Any) -> tuple[Path, Path] | None:
+    """Both models' safetensors folders, for a shard-by-shard weight diff; None unless both are local."""
+    folders = (model_folder(base), model_folder(unlearned))
+    return None if None in folders else folders
+
+
 def forget_and_retain(datasets: Mapping[str, tuple[Any, str]]) -> tuple[dict[str, Any], Any]:
     """The forget sets by name and the first retain set, which the estimate of u, c and l reads."""
     forget = {name: entry[0] for name, entry in datasets.items() if entry[1] == "forget"}
@@ -142,14 +164,11 @@ def run_analysis(
     from rmu_lens.analysis import analyze_model
     from rmu_lens.analysis.recover import recover
     from rmu_lens.eval import compare
-    from rmu_lens.models import load_model
     from rmu_lens.report import build_report
-    from rmu_lens.rmu.record import RMURun
 
     output = StagedOutput(out, overwrite, log, total_steps=4)
-    is_run = is_run_directory(run_dir)
-    run = RMURun.load(run_dir) if is_run else None
-    source = Path(run_dir) / "model" if is_run else run_dir
+    run, source = unlearned_source(run_dir)
+    is_run = run is not None
     label = Path(run_dir).name if isinstance(run_dir, (str, os.PathLike)) else "in memory"
     subjects: dict[str, str] = {}
     if datasets is None:
@@ -165,12 +184,10 @@ def run_analysis(
     with output.staging() as staging:
         steps.start("load", f"loading the base model {base if isinstance(base, (str, os.PathLike)) else ''} and {source}")
         options = dict(load_options or {})
-        base_model = load_model(base, **options) if isinstance(base, (str, os.PathLike)) else base
-        unlearned_model = load_model(source, **options) if isinstance(source, (str, os.PathLike)) else source
-        folders = (model_folder(base), model_folder(source))
+        base_model, unlearned_model = load_source(base, options), load_source(source, options)
         steps.start("recover", "estimating the steered layer, direction and scale, and the changed tensors")
         recovery = recover(base_model, unlearned_model, forget, retain, layers=layers, max_texts=max_texts,
-                           weights=folders if None not in folders else None, progress=progress)
+                           weights=weight_folders(base, source), progress=progress)
         recovery.save(staging)
         steps.start("analysis", f"analyzing representations: {len(datasets)} datasets, up to {max_texts} texts each")
         analysis = analyze_model(

@@ -8,7 +8,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from rmu_lens.pipeline.analyze import forget_and_retain, is_run_directory, model_folder, plain_model_datasets
+from rmu_lens.pipeline.analyze import (
+    forget_and_retain,
+    load_source,
+    plain_model_datasets,
+    unlearned_source,
+    weight_folders,
+)
 from rmu_lens.pipeline.staging import SUMMARY_FORMAT, DemoResult, Steps, check_output_dir, stderr_log
 
 
@@ -54,8 +60,6 @@ def run_side_by_side(
     from rmu_lens.analysis import analyze_model
     from rmu_lens.analysis.recover import recover
     from rmu_lens.analysis.side_by_side import side_by_side
-    from rmu_lens.models import load_model
-    from rmu_lens.rmu.record import RMURun
 
     out = check_output_dir(out, overwrite)
     named = model_names(unlearned)
@@ -67,17 +71,15 @@ def run_side_by_side(
     started = time.perf_counter()
     with atomic_directory(out) as staging:
         steps.start("load", f"loading the base model {base if isinstance(base, (str, os.PathLike)) else ''}")
-        base_model = load_model(base, **options) if isinstance(base, (str, os.PathLike)) else base
+        base_model = load_source(base, options)
         cache: dict[str, Any] = {}
         results = {}
         for name, source in named.items():
             steps.start(name, f"{name}: estimating u, c, l and analyzing")
-            run = RMURun.load(source) if is_run_directory(source) else None
-            model_source = Path(source) / "model" if run is not None else source
-            model = load_model(model_source, **options) if isinstance(model_source, (str, os.PathLike)) else model_source
-            folders = (model_folder(base), model_folder(model_source))
+            run, model_source = unlearned_source(source)
+            model = load_source(model_source, options)
             recovery = recover(base_model, model, forget, retain, layers=layers, max_texts=max_texts,
-                               weights=folders if None not in folders else None, base_cache=cache, progress=progress)
+                               weights=weight_folders(base, model_source), base_cache=cache, progress=progress)
             analysis = analyze_model(base_model, model, datasets, run=run, recovery=recovery,
                                      layers=layers, max_texts=max_texts, progress=progress)
             recovery.save(staging / "models" / name)
