@@ -214,3 +214,12 @@ def test_an_rdb_url_holds_the_study_with_optunas_heartbeat(tmp_path):
     assert [t.state.name for t in study.trials] == ["COMPLETE"] and study.user_attrs["base"] == result.base
     assert result.study._storage.get_heartbeat_interval() == 30  # so fail_stale_trials finds dead workers elsewhere
 
+
+
+def test_a_folder_that_holds_no_sweep_is_refused_and_left_untouched(tmp_path):
+    model, forget, retain, config = sweep_inputs()
+    (tmp_path / "trials.csv").write_text("a user's own table\n", encoding="utf-8")
+    with pytest.raises(FileExistsError, match="holds no sweep"):
+        rl.sweep(model, forget, retain, QUESTIONS, SPACE, 1, tmp_path, config=config, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["trials.csv"]
+    assert (tmp_path / "trials.csv").read_text(encoding="utf-8") == "a user's own table\n"

@@ -160,6 +160,10 @@ def _accuracy(model: Any, questions: Sequence[Any] | None, mode: str, batch_size
     return evaluate(model, questions, mode=mode, batch_size=batch_size, progress=False).accuracy if questions else None
 
 
+SWEEP_MARKERS = ("study.journal", "study.claim.lock", "trials.json")
+"""Files only a sweep writes: a non-empty ``out`` without one of them is a user's folder and is refused."""
+
+
 def sweep(
     model: Any,
     forget: Any,
@@ -203,6 +207,9 @@ def sweep(
     prune = prune or PruneRule()
     out = Path(out) if out is not None else None
     if out is not None:
+        if out.is_dir() and any(out.iterdir()) and not any((out / name).exists() for name in SWEEP_MARKERS):
+            raise FileExistsError(f"out={out} is not empty and holds no sweep (no {' or '.join(SWEEP_MARKERS)}): "
+                                  f"choose a new directory, or the directory of the sweep to resume")
         out.mkdir(parents=True, exist_ok=True)
     backend, where = open_storage(storage, out)
     grid = space.grid()
