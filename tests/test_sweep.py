@@ -223,3 +223,35 @@ def test_a_folder_that_holds_no_sweep_is_refused_and_left_untouched(tmp_path):
         rl.sweep(model, forget, retain, QUESTIONS, SPACE, 1, tmp_path, config=config, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["trials.csv"]
     assert (tmp_path / "trials.csv").read_text(encoding="utf-8") == "a user's own table\n"
+
+
+def test_front_figure_gives_a_choice_axis_one_colour_per_choice_and_a_range_a_colour_bar(finished):
+    from rmu_lens.sweep.outputs import front_figure
+
+    result = finished[0]
+    done = result.complete()
+    figure = front_figure(result, color_by="layer")            # layer: choices -> legend entries, no colour bar
+    ax = figure.axes[0]
+    assert len(figure.axes) == 1
+    layers = [c for c in SPACE["layer"]["choices"] if any(r["params"]["layer"] == c for r in done)]
+    groups = {t.get_label(): t.get_offsets().tolist() for t in ax.collections if t.get_label().startswith("layer=")}
+    assert list(groups) == [f"layer={c}" for c in layers]
+    for c in layers:
+        expected = sorted([r["forget_acc"], r["retain_acc"]] for r in done if r["params"]["layer"] == c)
+        assert sorted(groups[f"layer={c}"]) == [pytest.approx(point) for point in expected]
+    ranged = front_figure(result, color_by="lr")                # lr: a range -> one colour bar
+    assert len(ranged.axes) == 2 and ranged.axes[1].get_ylabel() == "lr"
+
+
+def test_a_finished_sweep_reads_back_from_its_directory_without_a_model(finished, tmp_path):
+    from rmu_lens.sweep import SweepResult
+    from rmu_lens.sweep.storage import SweepStorageError
+
+    result, out, *_ = finished
+    loaded = SweepResult.load(out)
+    assert loaded.rows() == result.rows() and loaded.base == result.base and loaded.chance == result.chance
+    assert [r["number"] for r in loaded.front()] == json.loads((out / "trials.json").read_text())["front"]
+    with pytest.raises(SweepStorageError, match="holds no sweep"):
+        SweepResult.load(tmp_path)
+    with pytest.raises(SweepStorageError, match="no study named 'other'"):
+        SweepResult.load(out, study_name="other")

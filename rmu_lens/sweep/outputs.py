@@ -42,17 +42,22 @@ def front_figure(result: Any, color_by: str | None = None) -> Figure:
     axis = _color_axis(result, color_by)
     if done:
         values = [r["params"].get(axis) for r in done] if axis else None
-        numeric = values is not None and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        dimension = result.study.user_attrs["sweep"]["space"].get(axis, {}) if axis else {}
+        # A range gets a colour bar; choices (a layer, a mode) get one colour each and a legend entry.
+        numeric = values is not None and "choices" not in dimension and \
+            all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
         xs, ys = [r["forget_acc"] for r in done], [r["retain_acc"] for r in done]
         if numeric:
-            log = result.study.user_attrs["sweep"]["space"].get(axis, {}).get("log", False)
+            log = dimension.get("log", False)
             from matplotlib.colors import LogNorm, Normalize
 
             norm = LogNorm() if log and min(values) > 0 else Normalize()
             points = ax.scatter(xs, ys, c=values, cmap="viridis", norm=norm, s=36, zorder=2)
             figure.colorbar(points, ax=ax, label=plain(axis))
         else:
-            labels = sorted({str(v) for v in values}) if values else []
+            choices = dimension.get("choices") or []
+            seen = {str(v) for v in values} if values else set()
+            labels = [str(c) for c in choices if str(c) in seen] + sorted(seen - {str(c) for c in choices})
             for i, label in enumerate(labels or ["trials"]):
                 pick = [j for j, v in enumerate(values or [None] * len(done)) if not labels or str(v) == label]
                 ax.scatter([xs[j] for j in pick], [ys[j] for j in pick], s=36, zorder=2, color=f"C{i}",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -27,7 +28,7 @@ from rmu_lens.sweep.pruning import PrunedBySignal, PruneRule, SignalWatcher
 from rmu_lens.sweep.reuse import TrialRunner
 from rmu_lens.sweep.space import SearchSpace
 from rmu_lens.sweep.storage import (
-    SweepStorageError, claim_lock, fail_dead_trials, is_journal, open_storage, worker_identity,
+    JOURNAL_NAME, SweepStorageError, claim_lock, fail_dead_trials, is_journal, open_storage, worker_identity,
 )
 
 FORMAT = "rmu_lens.sweep/1"
@@ -78,6 +79,25 @@ class SweepResult:
     chance: float
     out: Path | None = None
     paths: dict[str, Path] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, out: str | os.PathLike | None = None, *, storage: str | None = None,
+             study_name: str = "rmu-sweep") -> SweepResult:
+        """A finished (or running) sweep read back from ``out`` (its ``study.journal``) or ``storage``,
+        to re-plot or re-tabulate it without a model: ``SweepResult.load("sweeps/s1").figure(color_by="lr")``."""
+        out = Path(out) if out is not None else None
+        if storage is None and (out is None or not (out / JOURNAL_NAME).is_file()):
+            raise SweepStorageError(f"{out} holds no sweep ({JOURNAL_NAME} missing): give the sweep's --out "
+                                    f"directory, or storage= for an RDB URL")
+        backend, _ = open_storage(storage, out)
+        try:
+            study = optuna.load_study(study_name=study_name, storage=backend)
+        except KeyError as error:
+            raise SweepStorageError(f"no study named {study_name!r} in {storage or out}: pass study_name=") from error
+        meta = study.user_attrs.get("sweep")
+        if meta is None:
+            raise SweepStorageError(f"the study {study_name!r} in {storage or out} was not written by rmu_lens.sweep")
+        return cls(study, dict(study.user_attrs.get("base", {})), float(meta["chance"]), out)
 
     def rows(self) -> list[dict[str, Any]]:
         """Every trial as a flat record (number, state, parameters, accuracies, signals)."""
