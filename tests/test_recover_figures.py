@@ -36,13 +36,24 @@ def planted():
 
 
 def _hf_tokens(hf_model, tok, texts):
-    """Per layer, the statistics tokens (real, minus position 0) of a plain HF forward, float64."""
+    """Per layer, the statistics tokens (real, minus position 0) of each decoder layer's output in a plain HF
+    forward, float64 (forward hooks: ``hidden_states[-1]`` would be after the final norm)."""
     batch = statistics_batch(texts, tok, 32, 128, "texts")
-    with torch.no_grad():
-        out = hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True)
+    outputs = []
+
+    def keep(_module, _inputs, output):
+        outputs.append(output[0] if isinstance(output, tuple) else output)
+
+    handles = [layer.register_forward_hook(keep) for layer in hf_model.model.layers]
+    try:
+        with torch.no_grad():
+            hf_model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    finally:
+        for handle in handles:
+            handle.remove()
     mask = batch.attention_mask.bool().clone()
     mask[:, 0] = False
-    return [h.to(torch.float64)[mask] for h in out.hidden_states[1:]]
+    return [h.to(torch.float64)[mask] for h in outputs]
 
 
 def _change(b, n):

@@ -151,6 +151,4 @@ def weight_diff_figure(diff: Any) -> Figure:
 def _cmap() -> Any:
     from matplotlib import colormaps
 
-    cmap = colormaps["viridis"].copy()
-    cmap.set_bad("#eeeeee")
-    return cmap
+    return colormaps["viridis"].with_extremes(bad="#eeeeee")
