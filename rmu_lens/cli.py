@@ -385,9 +385,9 @@ def resume_hint(args: argparse.Namespace, argv: Sequence[str]) -> str | None:
     if getattr(args, "command", None) != "unlearn":
         return None
     try:
-        from rmu_lens.rmu.rundir import read_run
+        from rmu_lens.rmu.record import RMURun
 
-        record = read_run(args.out)
+        record = RMURun.load(args.out).record
     except Exception:  # no run there, or an unreadable one: nothing to resume
         return None
     if record.get("status") in (None, "finished"):

@@ -30,9 +30,25 @@ def test_a_directory_without_run_json_is_refused_before_loading_models(tmp_path)
         args.func(args)
 
 
-def test_missing_questions_name_the_flag_and_the_testbed_alternative(tmp_path):
+def test_a_damaged_run_record_is_refused_before_loading_models(tmp_path):
     (tmp_path / "model").mkdir()
     (tmp_path / "run.json").write_text(json.dumps({"status": "finished"}))
+    args = parse(["audit", "--unlearned", str(tmp_path), "--out", str(tmp_path / "o"), "--base", "x"])
+    with pytest.raises(ValueError, match="lacks what a run records"):
+        args.func(args)
+
+
+def test_missing_questions_name_the_flag_and_the_testbed_alternative(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from rmu_lens.rmu.config import RMUConfig
+
+    (tmp_path / "model").mkdir()
+    record = {"status": "finished", "config": RMUConfig().to_dict(), "topics": ["bio"], "steering_coeffs": {"bio": 1.0},
+              "model": {"n_layers": 8}}
+    (tmp_path / "run.json").write_text(json.dumps(record))
+    save_file({"u.bio": torch.ones(4) / 2}, str(tmp_path / "control_vectors.safetensors"))
     args = parse(["audit", "--unlearned", str(tmp_path), "--out", str(tmp_path / "o"), "--base", "x"])
     with pytest.raises(ValueError, match="--forget-data and --forget-corpus required .*--testbed"):
         args.func(args)

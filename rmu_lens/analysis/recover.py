@@ -4,6 +4,8 @@
     est.topics["virology"].layer, .direction, .scale, .collapsed      # l̂, û, ĉ, the verdict
     est.weights.changed                                                # tensors that differ
     est.check(run.control_vectors, run.steering_coeffs, layer)         # cos(û, u), ĉ / c, l̂ == l
+    est.figures()                                                      # the curves with the rule; the weight diff
+    est.save("out/"); Recovery.load("out/")                            # out/recovery.json
 
 Per layer k (``blocks.k.hook_resid_post``), on the statistics tokens of the same token batch run
 through both models (see activations.py):
@@ -29,11 +31,8 @@ pull a plain mean below c. ``mean_projection`` and ``mean_norm`` are reported be
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -42,6 +41,7 @@ import torch
 from rmu_lens.analysis.activations import collect_activations, resid_post_hooks, statistics_batch
 from rmu_lens.analysis.weights import WeightDiff, check_same_architecture, weight_diff
 from rmu_lens.errors import RMULensError
+from rmu_lens.results import JSONResult
 from rmu_lens.rmu.batches import TokenBatch
 
 RECOVERY_FORMAT = "rmu_lens.recovery.v1"
@@ -129,14 +129,22 @@ class TopicEstimate:
 
 
 @dataclass
-class Recovery:
-    """Estimates for every forget topic, the weight diff, the layers measured and the rule used."""
+class Recovery(JSONResult):
+    """Estimates for every forget topic, the weight diff, the layers measured and the rule used.
+
+    A :class:`rmu_lens.results.Result`: ``save(directory)`` writes ``recovery.json``, ``load`` reads
+    the directory or the file, ``figures()`` draws the per-layer curves and the weight diff.
+    """
 
     topics: dict[str, TopicEstimate]
     weights: WeightDiff | None
     layers: list[int]
     rule: CollapseRule = field(default_factory=CollapseRule)
     meta: dict[str, Any] = field(default_factory=dict)
+
+    FORMAT = RECOVERY_FORMAT
+    WHAT = "an rmu_lens recovery"
+    FILE_NAME = RECOVERY_FILE
 
     @property
     def nothing_changed(self) -> bool:
@@ -210,6 +218,30 @@ class Recovery:
                 lines.append(f"{topic}: not collapsed ({e.reason})")
         return "\n".join(lines)
 
+    def figures(self) -> dict[str, Any]:
+        """``recovery_curves`` (per topic: the curves, the rule, the collapsed layers, l̂) and ``weight_diff``
+        (rmu_lens.plots.recovery)."""
+        from rmu_lens.plots.recovery import recovery_figure, weight_diff_figure
+
+        figures = {"recovery_curves": recovery_figure(self)}
+        if self.weights is not None:
+            figures["weight_diff"] = weight_diff_figure(self.weights)
+        return figures
+
+    def captions(self) -> dict[str, str]:
+        if self.nothing_changed:
+            return {"recovery_curves": "Nothing changed: every tensor of the two models is identical, so no layer, "
+                                       "direction or scale can be read off.",
+                    "weight_diff": "Nothing changed: every tensor of the two models is identical."}
+        return {
+            "recovery_curves": "Per forget topic and layer: how far the forget and retain tokens moved, how much the "
+                               "unlearned forget tokens point one way against the base's, and the energy off that "
+                               "direction, each with the rule's threshold; shaded layers meet every test, the vertical "
+                               "line is the estimated l̂ (no line: not collapsed, no û).",
+            "weight_diff": "Changed tensors per block and the largest relative change ‖Δ‖/‖W‖ per module: RMU trains "
+                           "a few blocks up to layer l and nothing after it.",
+        }
+
     def to_dict(self) -> dict[str, Any]:
         return {"format": RECOVERY_FORMAT, "layers": self.layers, "rule": self.rule.to_dict(), "meta": self.meta,
                 "nothing_changed": self.nothing_changed,
@@ -218,26 +250,10 @@ class Recovery:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Recovery:
-        if data.get("format") != RECOVERY_FORMAT:
-            raise ValueError(f"Not an rmu_lens recovery (format {data.get('format')!r}, expected {RECOVERY_FORMAT!r})")
+        cls.check_format(data)
         return cls({t: TopicEstimate.from_dict(e) for t, e in data["topics"].items()},
                    WeightDiff.from_dict(data["weights"]) if data.get("weights") else None,
                    list(data["layers"]), CollapseRule(**data.get("rule", {})), dict(data.get("meta", {})))
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write ``recovery.json`` into ``directory`` (created if needed)."""
-        from rmu_lens._io import atomic_write_json
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(directory / RECOVERY_FILE, self.to_dict())
-        return directory
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike) -> Recovery:
-        path = Path(directory)
-        file = path / RECOVERY_FILE if path.is_dir() else path
-        return cls.from_dict(json.loads(file.read_text(encoding="utf-8")))
 
 
 def _change(base_tokens: torch.Tensor, new_tokens: torch.Tensor) -> float:

@@ -104,6 +104,24 @@ class WeightDiff:
             grouped.setdefault(t.block, {}).setdefault(t.module, []).append(t)
         return grouped
 
+    def grid(self) -> tuple[list[str], list[int | None], list[list[float | None]]]:
+        """(modules, blocks, relative) for a module × block picture of the change.
+
+        ``blocks``: every block of the diff in order, then None (tensors outside the blocks) when there
+        are any; ``modules`` in file order; ``relative[i][j]``: the largest ``relative`` change among the
+        changed tensors of module i in block j, None where none changed (or there is no such tensor).
+        """
+        modules = list(dict.fromkeys(t.module for t in self.tensors))
+        blocks: list[int | None] = sorted({t.block for t in self.tensors if t.block is not None})
+        if any(t.block is None for t in self.tensors):
+            blocks.append(None)
+        relative: list[list[float | None]] = [[None] * len(blocks) for _ in modules]
+        for t in self.tensors:
+            if t.changed:
+                i, j = modules.index(t.module), blocks.index(t.block)
+                relative[i][j] = t.relative if relative[i][j] is None else max(relative[i][j], t.relative)
+        return modules, blocks, relative
+
     def summary(self) -> str:
         """One line per changed module (max |Δ| and the largest relative change), or "nothing changed"."""
         if self.identical:

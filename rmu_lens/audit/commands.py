@@ -123,11 +123,12 @@ def run_audit(args: argparse.Namespace) -> int:
     from rmu_lens.audit.suite import audit
     from rmu_lens.audit.finetune import FinetuneConfig
     from rmu_lens.models import load_model
-    from rmu_lens.rmu.rundir import check_writable_directory, read_run
+    from rmu_lens.rmu.record import RMURun
+    from rmu_lens.rmu.rundir import check_writable_directory
 
     check_writable_directory(args.out, "--out")
-    read_run(args.unlearned)  # a clear error before any model is loaded
-    if not (args.unlearned / "model").is_dir():
+    run = RMURun.load(args.unlearned)  # the whole record checked, a clear error before any model is loaded
+    if not run.model_dir.is_dir():
         raise FileNotFoundError(f"{args.unlearned} has no model/ directory: the run did not finish; resume it first")
     base_source, forget_questions, retain_questions, forget_corpus, retain_corpus, _ = _load_data(args)
     base_source = args.base or base_source
@@ -138,9 +139,9 @@ def run_audit(args: argparse.Namespace) -> int:
     if finetune is not None and retain_corpus is None:
         raise ValueError("the fine-tuning audit needs --retain-corpus (unrelated text), or pass --no-finetune")
     base = load_model(base_source, **load_options(args))
-    unlearned = load_model(args.unlearned / "model", **load_options(args))
+    unlearned = load_model(run.model_dir, **load_options(args))
     result = audit(
-        base, unlearned, run=args.unlearned, forget_questions=forget_questions, retain_questions=retain_questions,
+        base, unlearned, run=run, forget_questions=forget_questions, retain_questions=retain_questions,
         forget_texts=forget_corpus.texts, retain_texts=retain_corpus.texts if retain_corpus else None,
         layer_sets=args.layer_sets, ablation=not args.no_ablation, finetune=finetune, probe=not args.no_probe,
         mode=args.mode, batch_size=args.batch_size, seed=args.seed, out=args.out, progress=show_progress(args),

@@ -4,7 +4,7 @@
 |---------------|-------------------------------------------------------------------------------|
 | magics.py     | %rmu_unlearn / %%rmu_unlearn, %rmu_eval, %rmu_compare, %rmu_analyze           |
 | dashboard.py  | TrainingDashboard (a trainer callback), TrainingJob, start_training (thread)  |
-| explorers.py  | LayerExplorer, ProbeExplorer, DamageExplorer over analysis results            |
+| explorers.py  | LayerExplorer, ProbeExplorer, DamageExplorer, RecoveryExplorer over results   |
 | generations.py| GenerationsExplorer: base vs unlearned completions per role, gibberish, perplexity |
 | display.py    | Figure → PNG; HTML tables, titles, status lines (templates/widgets.html)      |
 
@@ -22,7 +22,7 @@ import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
     "dashboard": ["TrainingDashboard", "TrainingJob", "start_training"],
-    "explorers": ["LayerExplorer", "ProbeExplorer", "DamageExplorer"],
+    "explorers": ["LayerExplorer", "ProbeExplorer", "DamageExplorer", "RecoveryExplorer"],
     "generations": ["GenerationsExplorer"],
     "magics": ["RMULensMagics"],
 })

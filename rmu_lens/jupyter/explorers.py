@@ -6,7 +6,13 @@
   confusion matrix (or per-group accuracy) is shown, from :class:`~rmu_lens.analysis.probes.ProbeAnalysis`;
 * :class:`DamageExplorer` — one button per domain; clicking shows that domain's shift per layer
   and the per-subject accuracy changes, from :class:`~rmu_lens.analysis.damage.DamageAnalysis`
-  (and the :class:`~rmu_lens.eval.Comparison` it came from, when given).
+  (and the :class:`~rmu_lens.eval.Comparison` it came from, when given);
+* :class:`RecoveryExplorer` — a topic selector over the estimate of u, c and l
+  (:class:`~rmu_lens.analysis.recover.Recovery`): the per-layer curves with the rule's thresholds,
+  the collapsed layers and l̂, the verdict line and the numbers per layer.
+
+An analysis of a model without a run record (``analyze_model``) is read against the estimated û, ĉ
+and l̂; the explorers say so (``LayerExplorer.estimated``).
 
 Each explorer keeps its controls as attributes (``layer``, ``dataset``, ``view``, ``domain``…), its
 figure in ``image`` (PNG) and the numbers behind the figure in ``table`` (escaped HTML), and
@@ -78,12 +84,19 @@ class LayerExplorer(_Explorer):
     (mean token norm per layer, base dashed and unlearned solid, c dotted for forget sets),
     ``cos to u`` (cos(h, u) and cos(h, u⊥) per layer), ``PCA`` (tokens at layer l, base vs
     unlearned, with c·u as a star; the PCA exists at the read layer only).
+
+    ``estimated``: whether u, c and l are the estimates û, ĉ, l̂ read off the two models (default:
+    what an Analysis's ``meta["recovery"]["source"]`` says; False for a bare CollapseAnalysis). The
+    title, labels and table then name û, ĉ and l̂ and say that the direction is estimated.
     """
 
     VIEWS = ("norm", "cos to u", "PCA")
 
-    def __init__(self, collapse: Any, *, layer: int | None = None, view: str = "norm", width: float = 11.0,
-                 height: float = 3.6) -> None:
+    def __init__(self, collapse: Any, *, layer: int | None = None, view: str = "norm", estimated: bool | None = None,
+                 width: float = 11.0, height: float = 3.6) -> None:
+        recovery = getattr(collapse, "meta", {}).get("recovery") or {}
+        self.estimated = bool(str(recovery.get("source", "")).startswith("estimated")) if estimated is None else estimated
+        self.verdicts = dict(recovery.get("verdicts") or {}) if self.estimated else {}
         collapse = getattr(collapse, "collapse", collapse)
         if not getattr(collapse, "datasets", None):
             raise ValueError("LayerExplorer needs a CollapseAnalysis with at least one dataset (rmu_lens.analysis.analyze)")
@@ -98,8 +111,21 @@ class LayerExplorer(_Explorer):
         self.view = widgets.ToggleButtons(options=list(self.VIEWS), value=view, description="view",
                                           style={"button_width": "80px"})
         super().__init__([self.layer, self.dataset, self.view], width, height)
-        self.title.value = html_title("Layers", f"read layer l = {collapse.layer}; {collapse.tokens}")
+        if self.estimated:
+            not_collapsed = [t for t, line in self.verdicts.items() if t != "weights" and line.startswith("not collapsed")]
+            caveat = (f"; not collapsed, read against the first principal direction instead: {', '.join(not_collapsed)}"
+                      if not_collapsed else "")
+            detail = (f"read layer l̂ = {collapse.layer}, direction û and scale ĉ estimated from the two models "
+                      f"(no run record){caveat}; {collapse.tokens}")
+        else:
+            detail = f"read layer l = {collapse.layer}; {collapse.tokens}"
+        self.title.value = html_title("Layers", detail)
         self.update()
+
+    @property
+    def u(self) -> str:
+        """How the direction is named: û when it is estimated, else u."""
+        return "û" if self.estimated else "u"
 
     def selected(self) -> list[str]:
         """The datasets on show."""
@@ -115,7 +141,7 @@ class LayerExplorer(_Explorer):
         for name in names:
             colour = ROLE_COLOURS.get(c.datasets[name]["role"])
             for metric, marker in zip(metrics, ("o", "^")):
-                label = plain(name) if metric in ("mean_norm", "cos_u") else f"{plain(name)} (u⊥)"
+                label = plain(name) if metric in ("mean_norm", "cos_u") else f"{plain(name)} ({self.u}⊥)"
                 curves.plot(c.layers, c.metrics[name]["unlearned"][metric], color=colour, marker=marker, markersize=3,
                             label=label)
                 curves.plot(c.layers, c.metrics[name]["base"][metric], color=colour, linestyle="--", marker=marker,
@@ -123,7 +149,8 @@ class LayerExplorer(_Explorer):
             if self.view.value == "norm" and c.datasets[name]["role"] == "forget":
                 curves.axhline(c.steering_coeffs[c.datasets[name]["topic"]], color=colour, linestyle=":", linewidth=0.9)
         curves.axvline(layer, color="black", linewidth=0.8)
-        curves.set(xlabel="layer", title=f"{self.view.value} per layer (dashed: base, solid: unlearned)")
+        view = f"cos to {self.u} (estimated)" if self.estimated and self.view.value == "cos to u" else self.view.value
+        curves.set(xlabel="layer", title=f"{view} per layer (dashed: base, solid: unlearned)")
         curves.legend(fontsize="small")
         _integer_layers(curves)
         i = c.layers.index(layer)
@@ -154,7 +181,8 @@ class LayerExplorer(_Explorer):
                     scatter.scatter([p[0] for p in xy], [p[1] for p in xy], s=8, marker=marker, alpha=alpha, color=colour,
                                     label=f"{plain(name)} ({model})")
         for topic, (x, y) in pca.get("targets", {}).items():
-            scatter.scatter([x], [y], marker="*", s=160, color="black", label=f"c·u ({plain(topic)})")
+            target = "ĉ·û" if self.estimated else "c·u"
+            scatter.scatter([x], [y], marker="*", s=160, color="black", label=f"{target} ({plain(topic)})")
         ratio = pca.get("explained_variance_ratio", [float("nan")] * 2)
         scatter.set(title=f"PCA of tokens at layer {pca.get('layer', c.layer)} (read layer only)",
                     xlabel=f"PC1 ({ratio[0]:.0%})", ylabel=f"PC2 ({ratio[1]:.0%})")
@@ -176,8 +204,11 @@ class LayerExplorer(_Explorer):
         ]
 
     def table_html(self) -> str:
-        headers = ["dataset", "role", "norm base", "norm unlearned", "cos(h, u)", "cos(h, u⊥)", "cos(unlearned, base)"]
-        return html_table(headers, self.rows(), caption=f"layer {self.layer.value} (blocks.{self.layer.value}.hook_resid_post)")
+        u = self.u
+        headers = ["dataset", "role", "norm base", "norm unlearned", f"cos(h, {u})", f"cos(h, {u}⊥)", "cos(unlearned, base)"]
+        estimated = f"; {u} estimated from the two models" if self.estimated else ""
+        return html_table(headers, self.rows(),
+                          caption=f"layer {self.layer.value} (blocks.{self.layer.value}.hook_resid_post){estimated}")
 
 
 # --- probes ------------------------------------------------------------------------------------
@@ -345,3 +376,65 @@ class DamageExplorer(_Explorer):
         keys = ["domain", "subject", "role", "base_acc", "new_acc", "accuracy_drop", "shift_at_layer", "shift_mean",
                 "shift_peak_layer", "norm_ratio_at_layer"]
         return html_table(keys, [[row[k] for k in keys]], caption=f"{self.domain.value} (layer l = {self.damage.layer})")
+
+
+# --- recovery ----------------------------------------------------------------------------------
+
+
+class RecoveryExplorer(_Explorer):
+    """The estimate of u, c and l per forget topic: pick a topic, see its curves, its verdict and its numbers.
+
+    ``recovery``: a :class:`~rmu_lens.analysis.recover.Recovery` (or a ``recovery.json`` file or the
+    directory holding one). The figure is one topic's row of ``Recovery.figures()``: forget and retain
+    change, mean cos(h, v) against the base, the energy off v, each with the rule's threshold; the
+    collapsed layers shaded and l̂ marked. The title holds the verdict line, the table the curves per layer.
+    """
+
+    def __init__(self, recovery: Any, *, topic: str | None = None, width: float = 13.0, height: float = 3.6) -> None:
+        from rmu_lens.analysis.recover import Recovery
+
+        if not isinstance(recovery, Recovery):
+            recovery = Recovery.load(recovery)
+        if not recovery.topics:
+            raise ValueError("RecoveryExplorer needs a Recovery with at least one topic (rmu_lens.analysis.recover)")
+        start = next(iter(recovery.topics)) if topic is None else topic
+        if start not in recovery.topics:
+            raise ValueError(f"topic {start!r} was not estimated; topics: {list(recovery.topics)}")
+        self.recovery = recovery
+        self.topic = widgets.Dropdown(options=list(recovery.topics), value=start, description="topic")
+        super().__init__([self.topic], width, height)
+        self.update()
+
+    def current(self) -> Any:
+        """The TopicEstimate on show."""
+        return self.recovery.topics[self.topic.value]
+
+    def verdict(self) -> str:
+        """The verdict line of the topic on show (and "nothing changed" for identical models)."""
+        if self.recovery.nothing_changed:
+            return "nothing changed: every tensor of the two models is identical"
+        return self.recovery.verdicts()[self.topic.value]
+
+    def figure(self) -> Any:
+        from rmu_lens.plots.recovery import draw_topic
+
+        weights = self.recovery.verdicts()["weights"]
+        self.title.value = html_title(f"Recovery: {self.topic.value}", f"{self.verdict()} · weights: {weights}")
+        figure, axes = new_figure(*self.size, n_axes=3)
+        draw_topic(axes, self.current(), self.recovery.layers, self.recovery.rule, self.recovery.nothing_changed)
+        return figure
+
+    def rows(self) -> list[list[Any]]:
+        """The table under the figure: the curves at every layer, and whether the layer meets the rule."""
+        est, curves = self.current(), self.current().curves
+        return [
+            [layer, "l̂" if layer == est.layer else ("yes" if layer in est.collapsed_layers else ""),
+             curves["forget_change"][i], curves["retain_change"][i], curves["mean_cos"][i], curves["base_mean_cos"][i],
+             1 - curves["share"][i], 1 - curves["base_share"][i], curves["scale"][i]]
+            for i, layer in enumerate(self.recovery.layers)
+        ]
+
+    def table_html(self) -> str:
+        headers = ["layer", "collapsed", "forget change", "retain change", "mean cos", "base mean cos", "1 − share",
+                   "base 1 − share", "scale h·v"]
+        return html_table(headers, self.rows(), caption=f"{self.topic.value}: {self.verdict()}")

@@ -69,6 +69,14 @@ def parse_settings(text: str, where: str) -> dict[str, Any]:
     return data
 
 
+def locked_message(out: str, error: Exception) -> str:
+    """One line for a run directory that another live process holds: the folder, the holder and what to do."""
+    holder = str(error).partition(" is in use by ")[2].partition(" (lock file")[0] or "another process"
+    return (f"--out {out} is in use by {holder}, which holds its lock: two runs cannot share a run directory. "
+            f"Wait for that run to end (or stop it), then run this again with --resume to continue it; "
+            f"or choose another --out")
+
+
 def flag_arguments(flags: list[Flag], title: str | None = None) -> Any:
     """A decorator adding ``flags`` (rmu_lens.flags, shared with the CLI) as magic arguments."""
 
@@ -221,6 +229,7 @@ class RMULensMagics(Magics):
     @line_cell_magic
     def rmu_unlearn(self, line: str, cell: str | None = None) -> None:
         """Run RMU (rmu_lens.unlearn) with a live dashboard; store the run in a variable."""
+        from rmu_lens.errors import RunLockedError
         from rmu_lens.jupyter.dashboard import TrainingDashboard, start_training
         from rmu_lens.rmu.rundir import RunDirectory, RunExistsError
         from rmu_lens.rmu.trainer import RMUTrainer
@@ -253,6 +262,8 @@ class RMULensMagics(Magics):
             run_dir = RunDirectory(args.out) if args.out else None
             if run_dir is not None:
                 run_dir.open(trainer, resume=args.resume, overwrite=args.overwrite)
+        except RunLockedError as error:
+            raise UsageError(locked_message(args.out, error)) from None
         except (RunExistsError, FileNotFoundError, NotADirectoryError, ValueError) as error:
             raise UsageError(str(error)) from error
         if dashboard is not None:
@@ -347,12 +358,15 @@ class RMULensMagics(Magics):
     @argument("--layers", type=int_list, default=None, help="comma-separated layers to analyse [all]")
     @argument("--max-texts", type=int, default=32, help="texts per dataset [32]")
     @argument("--no-probes", action="store_true", help="skip the probes (faster)")
-    @argument("--save", default=None, metavar="DIR", help="also write analysis.json into DIR")
+    @argument("--save", default=None, metavar="DIR",
+              help="also write analysis.json into DIR (and recovery.json, for a model without a run record)")
     @argument("-o", "--output", default="rmu_analysis", help="variable to store the Analysis in [rmu_analysis]")
+    @argument("--recovery-output", default="rmu_recovery",
+              help="variable to store the estimate of u, c and l in, for a model without a run record [rmu_recovery]")
     @line_magic
     def rmu_analyze(self, line: str) -> None:
         """Compare the model before and after RMU inside (analyze_run, or analyze_model for a model without a
-        run record: u, c and l estimated); store the Analysis."""
+        run record: u, c and l estimated, the Recovery stored too and shown with the explorers); store the Analysis."""
         from IPython.display import HTML
 
         from rmu_lens.analysis import analyze_model, analyze_run
@@ -361,8 +375,9 @@ class RMULensMagics(Magics):
         from rmu_lens.jupyter.display import analysis_html
 
         args = self._parse(self.rmu_analyze, line)
-        if not args.output.isidentifier():
-            raise UsageError(f"-o {args.output!r} is not a valid Python variable name")
+        for flag, name in (("-o", args.output), ("--recovery-output", args.recovery_output)):
+            if not name.isidentifier():
+                raise UsageError(f"{flag} {name!r} is not a valid Python variable name")
         if args.max_texts < 2:
             raise UsageError(f"--max-texts {args.max_texts} must be at least 2")
         run = self._run(args.run, plain=True)
@@ -385,20 +400,35 @@ class RMULensMagics(Magics):
             if not isinstance(comparison, Comparison):
                 raise UsageError(f"--comparison {args.comparison}: not a Comparison (make one with %rmu_compare)")
         questions = self._questions(args.questions) if args.questions else None
+        recovery = None
         try:
             options = dict(questions=questions, comparison=comparison, layers=args.layers, max_texts=args.max_texts,
                            probes=not args.no_probes)
             if plain:
+                from rmu_lens.analysis.recover import recover
+                from rmu_lens.pipeline.analyze import forget_and_retain
+
                 unlearned = self._model(run, load=True) if isinstance(run, str) else run
-                analysis = analyze_model(base, unlearned, datasets, **options)
+                if unlearned is base:
+                    raise UsageError(f"%rmu_analyze: {args.run} and --base-model {base_source} are the same object: "
+                                     f"unlearn edits its model in place, so load the original again for --base-model")
+                forget, retain = forget_and_retain(datasets)
+                recovery = recover(base, unlearned, forget, retain, layers=args.layers, max_texts=args.max_texts)
+                analysis = analyze_model(base, unlearned, datasets, recovery=recovery, **options)
             else:
                 analysis = analyze_run(base, run, datasets, **options)
         except (ValueError, FileNotFoundError) as error:
             raise UsageError(f"%rmu_analyze: {error}") from error
         if args.save:
             analysis.save(args.save)
+            if recovery is not None:
+                recovery.save(args.save)
         self._store(args.output, analysis)
         display(HTML(analysis_html(analysis)))
+        if recovery is not None:
+            self._store(args.recovery_output, recovery)
+            for explorer in plain_model_explorers(analysis, recovery, comparison):
+                display(explorer)
 
     def _run(self, name: str, plain: bool = False) -> Any:
         """An RMURun from a notebook variable (or finished job), or read from a run directory path; with
@@ -440,6 +470,19 @@ class RMULensMagics(Magics):
             f"--base-model is needed for {name}: unlearn edits its model in place, so load the original again "
             f"(a notebook variable or a source such as smollm2-135m)"
         )
+
+
+def plain_model_explorers(analysis: Any, recovery: Any, comparison: Any = None) -> list[Any]:
+    """What %rmu_analyze shows for a model without a run record: the estimate (RecoveryExplorer), then the
+    layers read against û (LayerExplorer), and the probes and damage when the analysis has them."""
+    from rmu_lens.jupyter.explorers import DamageExplorer, LayerExplorer, ProbeExplorer, RecoveryExplorer
+
+    explorers = [RecoveryExplorer(recovery), LayerExplorer(analysis)]
+    if analysis.probes:
+        explorers.append(ProbeExplorer(analysis))
+    if analysis.damage is not None and analysis.damage.shift_map:
+        explorers.append(DamageExplorer(analysis, comparison))
+    return explorers
 
 
 def register(ipython: Any) -> None:

@@ -203,18 +203,11 @@ def run_analysis(
                 "run" if is_run else "unlearned model": label,
                 "read hook": run.config.read_hook if run is not None
                 else f"blocks.{analysis.meta['layer']}.hook_resid_post (estimated)",
-                "steering coefficients": ", ".join(f"{t}: {c:.4g}" for t, c in coeffs.items()),
-                **{f"recovered: {k}": v for k, v in recovery.verdicts().items()}}
-        if recovery.nothing_changed:
-            meta["recovered: weights"] = "nothing changed: the two models are identical"
-        for topic, row in (analysis.meta["recovery"].get("check") or {}).items() if is_run else ():
-            meta[f"estimate vs run: {topic}"] = (
-                f"l̂ {row['layer_hat']} (l {row['layer']}), cos(û, u) {row['cos_u']:.4f}, ĉ/c {row['c_ratio']:.3f}"
-                if row["cos_u"] is not None else f"not collapsed (l {row['layer']})")
-        report = build_report(
+                "steering coefficients": ", ".join(f"{t}: {c:.4g}" for t, c in coeffs.items())}
+        report = build_report(  # the recovery section: verdicts, the check against the run's u, c, l, figures
             title=f"RMU analysis of {label}", base_eval=evaluations[0] if evaluations else None,
             unlearned_eval=evaluations[1] if evaluations else None, subject_roles=roles, run=run,
-            comparison=comparison, analysis=analysis, meta=meta,
+            comparison=comparison, analysis=analysis, recovery=recovery, meta=meta,
         )
         result = output.finish(staging, report, {
             "name": f"analysis of {label}", "mode": evaluations[0].mode if evaluations else None,

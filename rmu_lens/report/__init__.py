@@ -3,7 +3,7 @@
 | file        | role                                                                            |
 |-------------|---------------------------------------------------------------------------------|
 | headline.py | accuracy per role (forget / adjacent / distant) before → after; layer-l signatures |
-| build.py    | Report, ReportFigure, RobustnessSection; build_report() from results            |
+| build.py    | Report, ReportFigure, RobustnessSection, RecoverySection; build_report()        |
 | html.py     | render_html(): templates/report.html (autoescaped), base64 PNG figures, data-key |
 | utility.py  | the utility section (templates/utility.html): perplexity, gibberish, generations |
 
@@ -17,6 +17,6 @@ Figures come from rmu_lens.plots; the report never loads models or data itself.
 import lazy_loader
 
 __getattr__, __dir__, __all__ = lazy_loader.attach(__name__, submod_attrs={
-    "build": ["Report", "ReportFigure", "RobustnessSection", "build_report"],
+    "build": ["RecoverySection", "Report", "ReportFigure", "RobustnessSection", "build_report"],
     "headline": ["Headline", "RoleAccuracy", "build_headline", "roles_by_subject"],
 })

@@ -53,6 +53,42 @@ class RobustnessSection:
 
 
 @dataclass
+class RecoverySection:
+    """What was read off the two models (rmu_lens.analysis.recover): one verdict line per topic and for the
+    weights, the estimate against a run's recorded u, c and l when there is a run, and the figures."""
+
+    lines: dict[str, str]
+    figures: list[ReportFigure] = field(default_factory=list)
+
+    @classmethod
+    def from_recovery(cls, recovery: Any, run: Any = None) -> RecoverySection:
+        """From a :class:`~rmu_lens.analysis.recover.Recovery`; ``run`` (an RMURun or a run directory) adds
+        "estimate vs run" lines: l̂ against l, cos(û, u) and ĉ / c per topic."""
+        lines = dict(recovery.verdicts())
+        if recovery.nothing_changed:
+            lines["weights"] = "nothing changed: the two models are identical"
+        recorded = _recorded_run(run)
+        if recorded is not None:
+            check = recovery.check(recorded.control_vectors, recorded.steering_coeffs, recorded.layer)
+            for topic, row in check.items():
+                lines[f"estimate vs run: {topic}"] = (
+                    f"l̂ {row['layer_hat']} (l {row['layer']}), cos(û, u) {row['cos_u']:.4f}, ĉ/c {row['c_ratio']:.3f}"
+                    if row["cos_u"] is not None else f"not collapsed (l {row['layer']})")
+        return cls(lines=lines, figures=result_figures(recovery))
+
+
+def _recorded_run(run: Any) -> Any:
+    """An RMURun for ``run`` (an RMURun, or a run directory read with RMURun.load); None for anything else."""
+    from rmu_lens.rmu.record import RMURun
+
+    if isinstance(run, RMURun):
+        return run
+    if isinstance(run, (str, os.PathLike)) and (Path(run) / "run.json").is_file():
+        return RMURun.load(run)
+    return None
+
+
+@dataclass
 class Report:
     """Everything the HTML report shows. ``meta`` lines go under the title (model, run, settings)."""
 
@@ -63,6 +99,8 @@ class Report:
     details: dict[str, str] = field(default_factory=dict)
     """Preformatted text blocks shown at the end (per-subject table, RMU settings)."""
     robustness: RobustnessSection | None = None
+    recovery: RecoverySection | None = None
+    """The estimate of u, c and l from the two models, with its figures."""
     utility: Any = None
     """A rmu_lens.utility.UtilitySection: perplexity per dataset, generations side by side."""
 
@@ -79,7 +117,7 @@ class Report:
         return atomic_write_text(path, self.html())
 
     def save_figures(self, directory: str | os.PathLike) -> list[Path]:
-        """Write every figure (robustness ones included) as ``directory/NAME.png``."""
+        """Write every figure (recovery and robustness ones included) as ``directory/NAME.png``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         written = []
@@ -90,7 +128,8 @@ class Report:
         return written
 
     def all_figures(self) -> list[ReportFigure]:
-        return list(self.figures) + (list(self.robustness.figures) if self.robustness else [])
+        return (list(self.recovery.figures) if self.recovery else []) + list(self.figures) \
+            + (list(self.robustness.figures) if self.robustness else [])
 
 
 # --- building from results -----------------------------------------------------------------
@@ -134,13 +173,15 @@ def build_report(
     comparison: Any = None,
     analysis: Any = None,
     robustness: RobustnessSection | Mapping[str, Any] | None = None,
+    recovery: Any = None,
     meta: Mapping[str, str] | None = None,
     metric: str = "acc",
     utility: Any = None,
 ) -> Report:
     """A Report from whatever results exist: evaluations (with subject roles), an RMU run (its history),
-    a Comparison, an Analysis, a robustness section, a utility section (rmu_lens.utility.utility_section).
-    Missing pieces are left out, not faked.
+    a Comparison, an Analysis, a robustness section, a utility section (rmu_lens.utility.utility_section),
+    the estimate of u, c and l (``recovery``: a Recovery or a RecoverySection; with a ``run`` the
+    estimate is checked against the recorded u, c and l). Missing pieces are left out, not faked.
 
     ``run``: an RMURun, a run directory or a run.json dict (its history gives the training figure and
     the layer-l signature).
@@ -166,6 +207,8 @@ def build_report(
         details["Per-subject change (paired by question)"] = comparison.table()
     if robustness is not None and not isinstance(robustness, RobustnessSection):
         robustness = RobustnessSection.from_dict(robustness)
+    if recovery is not None and not isinstance(recovery, RecoverySection):
+        recovery = RecoverySection.from_recovery(recovery, run=run)
     return Report(title=title, headline=headline, figures=figures, meta=dict(meta or {}), details=details, robustness=robustness,
-                  utility=utility)
+                  recovery=recovery, utility=utility)
 

@@ -81,6 +81,9 @@ def render_html(report: Any) -> str:
     robustness = None
     if report.robustness is not None:
         robustness = {"headlines": report.robustness.headlines, "figures": [_figure(f) for f in report.robustness.figures]}
+    recovery = None
+    if getattr(report, "recovery", None) is not None:
+        recovery = {"lines": report.recovery.lines, "figures": [_figure(f) for f in report.recovery.figures]}
     utility = None
     if getattr(report, "utility", None) is not None:
         from rmu_lens.report.utility import utility_html
@@ -89,7 +92,7 @@ def render_html(report: Any) -> str:
     html = render(
         "report.html", title=report.title, meta=report.meta, accuracy=_accuracy_rows(headline), metric=headline.metric,
         training=training, training_tail=next(iter(training.values()))["tail"] if training else None,
-        layer_hook=report.meta.get("read hook"), representations=_representations(headline), robustness=robustness,
+        layer_hook=report.meta.get("read hook"), representations=_representations(headline), recovery=recovery, robustness=robustness,
         utility=utility, figures=[_figure(f) for f in report.figures], details=report.details,
     )
     return html.rstrip("\n") + "\n"
