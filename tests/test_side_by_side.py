@@ -35,17 +35,18 @@ def _questions(subject: str, words: list[str], n: int = 4) -> list[Question]:
                      subject, subject, f"{subject}-{i}") for i in range(n)]
 
 
-QUESTIONS = {"bio": (_questions("bio", ["virus", "cell", "gene", "host", "enzyme"]), "forget"),
-             "cyber": (_questions("cyber", ["key", "patch", "log", "port", "hash"]), "adjacent")}
+QUESTIONS = {"bio": (_questions("bio", ["virus", "cell", "gene", "host", "enzyme"], 8), "forget"),
+             "cyber": (_questions("cyber", ["key", "patch", "log", "port", "hash"], 8), "adjacent")}
 
 
 @pytest.fixture(scope="module")
 def models():
-    """(base bridge, {name: unlearned bridge}): block 1's MLP output scaled by 2, 3 and 0.5."""
+    """(base bridge, {name: unlearned bridge}): block 1's MLP output scaled by 2, 3 and 0.5 (small changes),
+    30 and -20 (large enough to change answers: bio -1/8 and cyber +2/8 on QUESTIONS)."""
     hf, tok = build_random_model("llama", n_layers=N_LAYERS, d_model=32, seed=0)
     base = load_model(copy.deepcopy(hf), tokenizer=tok)
     unlearned = {}
-    for name, scale in (("x2", 2.0), ("x3", 3.0), ("half", 0.5)):
+    for name, scale in (("x2", 2.0), ("x3", 3.0), ("half", 0.5), ("x30", 30.0), ("neg20", -20.0)):
         edited = copy.deepcopy(hf)
         with torch.no_grad():
             edited.model.layers[1].mlp.down_proj.weight.mul_(scale)
@@ -91,11 +92,12 @@ def test_cached_base_activations_give_the_same_analysis_with_one_base_pass(model
     settings = _analysis_settings()
     with forward_calls(base) as one:
         plain = [analyze(base, unlearned["x2"], DATASETS, max_texts=4, **settings)]
-    plain += [analyze(base, m, DATASETS, max_texts=4, **settings) for name, m in unlearned.items() if name != "x2"]
+    small = {name: unlearned[name] for name in ("x2", "x3", "half")}
+    plain += [analyze(base, m, DATASETS, max_texts=4, **settings) for name, m in small.items() if name != "x2"]
     assert one[0] > 0
     cache: dict = {}
     with forward_calls(base) as calls:
-        cached = [analyze(base, m, DATASETS, max_texts=4, base_cache=cache, **settings) for m in unlearned.values()]
+        cached = [analyze(base, m, DATASETS, max_texts=4, base_cache=cache, **settings) for m in small.values()]
     assert calls[0] == one[0]  # three models, the base run as often as for one
     for with_cache, without in zip(cached, plain):
         _same(with_cache.to_dict(), without.to_dict())
@@ -143,9 +145,9 @@ def _side_by_side(base, chosen, out, **options):
 
 def test_side_by_side_evaluates_once_and_reports_accuracy_damage_and_figures_per_model(models, tmp_path):
     base, unlearned = models
-    chosen = {"x2": unlearned["x2"], ODD_NAME: unlearned["x3"]}
+    chosen = {"x30": unlearned["x30"], ODD_NAME: unlearned["neg20"]}
     with forward_calls(base) as one:
-        _side_by_side(base, {"x2": unlearned["x2"]}, tmp_path / "one", questions=QUESTIONS, batch_size=4)
+        _side_by_side(base, {"x30": unlearned["x30"]}, tmp_path / "one", questions=QUESTIONS, batch_size=4)
     with forward_calls(base) as calls:
         result = _side_by_side(base, chosen, tmp_path / "two", questions=QUESTIONS, batch_size=4)
     assert calls[0] == one[0] > 0  # the base is evaluated and read once, whatever the number of models
@@ -158,6 +160,7 @@ def test_side_by_side_evaluates_once_and_reports_accuracy_damage_and_figures_per
         [x for r in base_eval.records for x in r["loglikelihoods"]], rel=1e-5)
     for name, model in chosen.items():
         expected = compare(base_eval, evaluate(model, questions, progress=False, batch_size=4), forget_subjects=["bio"])
+        assert any(change.delta != 0 for change in expected.rows)  # the answers changed: the check below means something
         for change in expected.rows:
             role = QUESTIONS[change.subject][1]
             assert rows[name][f"{change.subject} ({role}): accuracy change"] == pytest.approx(change.delta, abs=1e-12)
@@ -171,9 +174,9 @@ def test_side_by_side_evaluates_once_and_reports_accuracy_damage_and_figures_per
     assert set(result.summary["headline"]["models"]) == set(chosen)
     page = (out / "report.html").read_text(encoding="utf-8")
     report = ReportHTML(page)
-    comparison = json.loads((out / "models" / "x2" / "comparison.json").read_text(encoding="utf-8"))
+    comparison = json.loads((out / "models" / "x30" / "comparison.json").read_text(encoding="utf-8"))
     for row in comparison["subjects"]:
-        assert float(report.cells[f"x2.accuracy.{row['subject']}.delta"]) == pytest.approx(row["delta"], abs=5e-4)
+        assert float(report.cells[f"x30.accuracy.{row['subject']}.delta"]) == pytest.approx(row["delta"], abs=5e-4)
     for name in chosen:
         assert {f"{name}/norms", f"{name}/damage", f"{name}/accuracy_change"} <= set(report.figures)
     assert report.embedded_images == len(result.summary["figures"])

@@ -29,6 +29,8 @@ from rmu_lens.pipeline.analyze import (
 from rmu_lens.pipeline.plans import SMOLLM2_QUESTION_SETS
 from rmu_lens.pipeline.staging import DemoResult, StagedOutput, stderr_log
 
+FIRST_FIGURES = ("norms", "cos_u", "damage", "accuracy_change")
+"""Figure rows the page shows first: the collapse, the damage map and the accuracy change; the rest follow."""
 QUESTION_ROLES = ("forget", "adjacent", "distant")
 """Roles a question set may take here (the report pools accuracy per role)."""
 
@@ -171,7 +173,8 @@ class SideBySideReport:
         from rmu_lens._templates import render
 
         names = list(self.models)
-        figure_names = list(dict.fromkeys(f.name for report in self.models.values() for f in report.all_figures()))
+        found = list(dict.fromkeys(f.name for report in self.models.values() for f in report.all_figures()))
+        figure_names = [f for f in FIRST_FIGURES if f in found] + [f for f in found if f not in FIRST_FIGURES]
         captions = {f.name: f.caption for report in self.models.values() for f in report.all_figures()}
         figures = {name: {f.name: base64.b64encode(f.png).decode("ascii") for f in report.all_figures()}
                    for name, report in self.models.items()}
@@ -293,7 +296,8 @@ def run_side_by_side(
                 "datasets": ", ".join(f"{n} ({role})" for n, (_, role) in datasets.items()),
                 "questions": (f"{len(all_questions)} in {mode} mode: " + ", ".join(f"{s} ({r})" for s, r in roles.items()))
                 if all_questions else "none (no evaluation)"}
-        page = SideBySideReport(title=f"RMU analysis: {len(named)} unlearned models of {_label(base)}", table=table,
+        of = _label(base) if isinstance(base, (str, os.PathLike)) else "one base model"
+        page = SideBySideReport(title=f"RMU analysis: {len(named)} unlearned models of {of}", table=table,
                                 models=reports, verdicts=verdicts, comparisons=comparisons, subject_roles=roles, meta=meta)
         log(table.text())
         result = output.finish(staging, page, {
