@@ -23,6 +23,7 @@ from rmu_lens.flags import (
     add_when_used,
     config_flags,
     config_overrides,
+    eval_flags,
     int_list,
     library_progress_bars,
     log_function,
@@ -220,7 +221,9 @@ def _add_analyze(subparsers: argparse._SubParsersAction) -> None:
             "Analyze what an RMU run changed inside the model, against the base model. Datasets default to the "
             "run's own forget and retain corpora plus the bundled question sets as text (biology, computing: "
             "adjacent; geography, history: distant). Writes OUT/analysis/, OUT/figures/, OUT/report.html and "
-            "OUT/summary.json; give --base-eval and --unlearned-eval (`rmu-lens eval` results) to add accuracy."
+            "OUT/summary.json; give --base-eval and --unlearned-eval (`rmu-lens eval` results) to add accuracy. "
+            "Several --unlearned models give one side-by-side report: the base is evaluated and read once, each "
+            "model on the same datasets and --questions (default with --base smollm2-135m: the bundled sets' test halves)."
         ),
     )
     add_flags(parser, [model_flag(name="--base", required=True, help="the original model: smollm2-135m, an HF directory or a hub name")])
@@ -236,6 +239,15 @@ def _add_analyze(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--base-eval", type=Path, default=None, help="`rmu-lens eval` result of the base model")
     parser.add_argument("--unlearned-eval", type=Path, default=None, help="`rmu-lens eval` result of the unlearned model")
     parser.add_argument("--forget-subjects", nargs="+", default=None, help="subjects of the evaluations that were to be forgotten")
+    evaluation = parser.add_argument_group(
+        "evaluation of several --unlearned models (the base once, each model on the same questions)")
+    evaluation.add_argument("--questions", nargs="+", default=None, metavar="SOURCE[:ROLE]",
+                            help="question sets (a file, MMLU CSV folder, bundled:NAME[:SPLIT] or HF dataset) and their "
+                                 "role (forget, adjacent, distant; known for bundled sets) [with --base smollm2-135m: "
+                                 "the bundled sets' test halves; else none]")
+    add_flags(evaluation, eval_flags(limit="first N questions of each subject [all]"))
+    evaluation.add_argument("--no-eval", action="store_true", help="no evaluation, not even the default question sets")
+    parser.set_defaults(mode=None, batch_size=None)  # None: not given (they apply to several --unlearned models only)
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     add_flags(parser, output_flags())
     add_device_arguments(parser)
@@ -273,16 +285,25 @@ def run_analyze(args: argparse.Namespace) -> int:
         for text in args.data:
             name, source, role = parse_dataset(text)
             datasets[name] = (load_corpus(source, name=name), role)
+    several = {"--questions": args.questions, "--mode": args.mode, "--batch-size": args.batch_size,
+               "--limit": args.limit, "--no-eval": args.no_eval or None}
     if len(args.unlearned) > 1:
         from rmu_lens.pipeline import run_side_by_side
 
         if args.base_eval or args.forget_subjects:
-            raise ValueError("--base-eval/--unlearned-eval/--forget-subjects take one --unlearned model; "
-                             "analyze several models without them")
-        run_side_by_side(args.base, args.unlearned, args.out, datasets=datasets, max_texts=args.max_texts,
-                         layers=args.layers, overwrite=args.overwrite, progress=show_progress(args),
-                         log=log_function(args), load_options=load_options(args))
+            raise ValueError("--base-eval/--unlearned-eval/--forget-subjects take one --unlearned model; several "
+                             "models are evaluated on the same questions with --questions (and --mode, --limit)")
+        if args.no_eval and args.questions:
+            raise ValueError("--no-eval and --questions contradict each other: give one")
+        run_side_by_side(args.base, args.unlearned, args.out, datasets=datasets, questions=side_by_side_questions(args),
+                         question_limit=args.limit, mode=args.mode or "cloze", batch_size=args.batch_size or 16,
+                         max_texts=args.max_texts, layers=args.layers, overwrite=args.overwrite,
+                         progress=show_progress(args), log=log_function(args), load_options=load_options(args))
         return 0
+    given = [flag for flag, value in several.items() if value is not None]
+    if given:
+        raise ValueError(f"{', '.join(given)} apply to several --unlearned models; for one model evaluate both with "
+                         f"`rmu-lens eval` and pass --base-eval and --unlearned-eval")
     evaluations = (EvalResult.load(args.base_eval), EvalResult.load(args.unlearned_eval)) if args.base_eval else None
     run_analysis(
         args.base, args.unlearned[0], args.out, datasets=datasets, max_texts=args.max_texts, layers=args.layers,
@@ -290,6 +311,30 @@ def run_analyze(args: argparse.Namespace) -> int:
         progress=show_progress(args), log=log_function(args), load_options=load_options(args),
     )
     return 0
+
+
+def side_by_side_questions(args: argparse.Namespace) -> dict[str, tuple[str, str]] | None:
+    """``--questions SOURCE[:ROLE] ...`` as {name: (source, role)} (a bundled set is named after it, so it pairs
+    with the dataset of that name); without it the bundled sets' test halves when --base is the embedded
+    default (and not --no-eval), else None (no evaluation)."""
+    from rmu_lens.models import EMBEDDED_MODELS
+    from rmu_lens.pipeline.plans import REPORT_SPLIT, SMOLLM2_QUESTION_SETS
+    from rmu_lens.pipeline.side_by_side import QUESTION_ROLES, bundled_role
+
+    if args.no_eval:
+        return None
+    if not args.questions:
+        if args.base not in EMBEDDED_MODELS:
+            return None
+        return {name: (f"bundled:{name}:{REPORT_SPLIT}", role) for name, role in SMOLLM2_QUESTION_SETS.items()}
+    questions = {}
+    for text in args.questions:
+        source, colon, role = text.rpartition(":")
+        if not (colon and source and role in QUESTION_ROLES):
+            source, role = text, bundled_role(text)
+        name = source.removeprefix("bundled:").partition(":")[0] if source.startswith("bundled:") else source
+        questions[name] = (source, role)
+    return questions
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,7 +9,8 @@
 | analyze.py     | analyze() / analyze_run() / analyze_model(): all of the above for a base and an unlearned model |
 | recover.py     | recover(): l̂, û, ĉ per forget topic from two models alone; collapsed or not           |
 | weights.py     | weight_diff(): per-tensor change, shard by shard from safetensors folders            |
-| side_by_side.py| side_by_side(): several unlearned models' collapse and shifts in one table           |
+| base_cache.py  | base_activations(), recover_cache(): the base model's activations kept across calls (base_cache=) |
+| side_by_side.py| side_by_side(): several unlearned models' collapse, shifts and accuracy changes in one table |
 
     texts ─▶ tokenize (one batch, both models) ─▶ collect_activations(base) ┐
                                               └▶ collect_activations(new)  ┴▶ collapse_stats ─▶ CollapseAnalysis

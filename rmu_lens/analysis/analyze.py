@@ -216,6 +216,7 @@ def analyze(
     comparison: Any = None,
     subjects: Mapping[str, str] | None = None,
     config: AnalysisConfig | None = None,
+    base_cache: dict[Any, Any] | None = None,
     progress: bool = True,
     **settings: Any,
 ) -> Analysis:
@@ -228,7 +229,11 @@ def analyze(
     ``comparison`` (``rmu_lens.eval.compare``) is given, its subjects paired with datasets by name or
     by ``subjects`` = ``{dataset: subject}``. ``config`` holds the settings (:class:`AnalysisConfig`);
     a setting may also be passed by name (``max_texts=64``), which overrides ``config``'s.
+    ``base_cache``: a dict the caller keeps for one base model; the base model's activations are read
+    from it when a call with the same dataset, tokens and settings stored them (rmu_lens.analysis.base_cache),
+    so several unlearned models are analysed with one base pass.
     """
+    from rmu_lens.analysis.base_cache import base_activations
     from rmu_lens.models import tokenizer_of
 
     config = (config or AnalysisConfig()).replace(**settings) if settings else (config or AnalysisConfig())
@@ -259,9 +264,11 @@ def analyze(
     analyzers = [cls(inputs) for cls in ANALYZERS.values()]
 
     collect = dict(batch_size=config.batch_size, memory_limit_mb=config.memory_limit_mb, progress=progress)
+    batch_settings = {"max_texts": config.max_texts, "max_length": config.max_length}
     for name, (data, _, _) in checked.items():
         batch = statistics_batch(data, tokenizer, config.max_texts, config.max_length, f"datasets[{name!r}]")
-        with collect_activations(base_model, batch, hooks, **collect) as base_acts, \
+        with base_activations(base_model, batch, hooks, cache=base_cache, name=name, settings=batch_settings,
+                              **collect) as base_acts, \
                 collect_activations(unlearned_model, batch, hooks, **collect) as new_acts:
             for analyzer in analyzers:
                 analyzer.observe(inputs.datasets[name], base_acts, new_acts)
@@ -345,8 +352,10 @@ def analyze_model(
     ``run`` (RMURun or run directory) its recorded u, c and l are used and the estimate goes beside
     them as a check (cos(û, u), ĉ / c, l̂ == l). A topic that did not collapse is read against its
     first principal direction, and ``meta["recovery"]`` says it did not collapse. ``weights``: a pair of
-    model folders for a shard-by-shard weight diff (default: the loaded models).
+    model folders for a shard-by-shard weight diff (default: the loaded models). ``base_cache`` (see
+    :func:`analyze`) also keeps the base side of the estimate when ``recovery`` is not given.
     """
+    from rmu_lens.analysis.base_cache import recover_cache
     from rmu_lens.analysis.recover import recover
 
     forget = {name: entry[0] for name, entry in datasets.items() if entry[1] == "forget"}
@@ -355,9 +364,12 @@ def analyze_model(
         raise ValueError("analyze_model needs at least one forget set and one retain set in datasets "
                          "(the estimate compares how far each moved)")
     if recovery is None:
-        recovery = recover(base_model, unlearned_model, forget, retain[0], weights=weights,
-                           layers=options.get("layers"), max_texts=options.get("max_texts", 32),
-                           max_length=options.get("max_length", 128), progress=options.get("progress", True))
+        settings = dict(layers=options.get("layers"), max_texts=options.get("max_texts", 32),
+                        max_length=options.get("max_length", 128))
+        cache = options.get("base_cache")
+        recovery = recover(base_model, unlearned_model, forget, retain[0], weights=weights, **settings,
+                           base_cache=None if cache is None else recover_cache(cache, base_model, forget, retain[0], **settings),
+                           progress=options.get("progress", True))
     if run is not None:
         inputs = run_inputs(run)
         check = recovery.check(inputs["control_vectors"], inputs["steering_coeffs"], inputs["layer"])
