@@ -61,8 +61,10 @@ def load_spy(monkeypatch):
         calls.append(options)
         raise Loaded(str(source))
 
-    monkeypatch.setattr(rmu_lens.models, "load_model", spy)
+    # The package attribute first: it is lazy, and read after the module's is patched it would resolve to
+    # the spy, which monkeypatch would then "restore" for every later test.
     monkeypatch.setattr(rmu_lens, "load_model", spy)
+    monkeypatch.setattr(rmu_lens.models, "load_model", spy)
     return calls
 
 
