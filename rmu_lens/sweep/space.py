@@ -32,8 +32,8 @@ NOT_SEARCHABLE = ("update_layers", "param_names", "experts")
 """List-valued fields: Optuna's choices must be scalars; ``update_depth`` covers the update layers."""
 
 DEFAULT_SPACE: dict[str, Any] = {
-    # Around the demo profile (lr 1e-2, alpha 100, beta 2.5, 40 steps, layer 7, update l-2..l) and the
-    # published settings (alpha 100s-1000s, c from a few to a few hundred, update l-2..l).
+    # Around the published settings (alpha 100s-1000s, c from a few to a few hundred, update l-2..l) and
+    # the embedded default's first demo profile (lr 1e-2, alpha 100, beta 2.5, 40 steps, layer 7).
     "lr": {"low": 1e-3, "high": 5e-2, "log": True},
     "alpha": {"low": 10.0, "high": 1200.0, "log": True},
     "adaptive_beta": {"low": 1.0, "high": 6.0},
