@@ -31,11 +31,12 @@ def test_explicit_flags_override_the_config_file_which_overrides_the_profile(tmp
     path.write_text(json.dumps({"config": FILE_SETTINGS, "status": "finished"} if nested else FILE_SETTINGS))
     config = build_config(unlearn_args("--profile", "demo", "--config", str(path), "--lr", "1e-4", "--max-batches", "9"))
     # The precedence, written out: demo profile < file < flags.
-    assert config.layer == 3 and config.update_layers == [1, 2, 3]      # file over profile (demo: layer 7)
+    demo = RMUConfig.profile("demo")
+    assert config.layer == 3 and config.update_layers == [1, 2, 3]      # file over profile (demo: layer 5)
     assert config.alpha == 50.0 and config.seed == 5                     # file over profile / defaults
-    assert config.lr == 1e-4                                             # flag over file (2e-3) and profile (1e-2)
-    assert config.max_batches == 9                                       # flag over profile (40)
-    assert config.adaptive_beta == 2.5 and config.cycle is True          # profile, untouched by file and flags
+    assert config.lr == 1e-4                                             # flag over file (2e-3) and profile
+    assert config.max_batches == 9 != demo.max_batches                   # flag over profile
+    assert config.adaptive_beta == demo.adaptive_beta and config.cycle is True   # profile, untouched by file and flags
     assert config.max_length == 128                                      # profile
 
 

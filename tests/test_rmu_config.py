@@ -55,3 +55,13 @@ def test_unknown_fields_in_json_are_an_error():
 def test_per_topic_list_of_wrong_length_is_an_error():
     with pytest.raises(ValueError, match="alpha"):
         RMUConfig(alpha=[1.0, 2.0, 3.0]).per_topic("alpha", 2)
+
+
+def test_overriding_a_profiles_layer_moves_its_update_layers_with_it():
+    demo = RMUConfig.profile("demo")
+    offsets = [i - demo.layer for i in demo.update_layers]
+    moved = RMUConfig.profile("demo", layer=demo.layer + 4)
+    assert [i - moved.layer for i in moved.update_layers] == offsets
+    assert RMUConfig.profile("demo", layer=0).update_layers == [0]                 # clipped at 0
+    assert RMUConfig.profile("demo", layer=9, update_layers=[7]).update_layers == [7]   # explicit wins
+    assert RMUConfig.profile("zephyr", layer=9).update_layers == [7, 8, 9]             # no preset list: l-2..l

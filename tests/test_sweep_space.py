@@ -21,7 +21,7 @@ def test_space_from_yaml_gives_the_trial_configs_it_describes(tmp_path):
     trial = optuna.trial.FixedTrial({"lr": 0.003, "layer": 5, "update_depth": 1, "mode": "plain"})
     config = space.suggest(trial, template)
     assert (config.lr, config.layer, config.update_layers, config.alpha) == (0.003, 5, [5], 50.0)
-    assert config.adaptive_beta is None and template.adaptive_beta == 2.5  # plain mode: fixed c
+    assert config.adaptive_beta is None and template.adaptive_beta is not None  # plain mode: fixed c
     assert config.max_batches == template.max_batches  # unsearched settings come from the template
 
 

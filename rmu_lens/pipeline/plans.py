@@ -132,8 +132,9 @@ def question_set_datasets(sets: Mapping[str, tuple[list[Question], str]]) -> tup
     return datasets, subjects
 
 
-SMOLLM2_ANALYSIS_LAYERS = [0, 2, 4, 6, 7, 8, 10, 12]
-"""Layers the SmolLM2 demo analyzes: around l = 7, stopping at 12 so the 30-layer model is not run to the end."""
+SMOLLM2_ANALYSIS_LAYERS = [0, 2, 3, 4, 5, 6, 8, 12]
+"""Layers the SmolLM2 demo analyzes: around l = 5 (update layers 4-5), stopping at 12 so the 30-layer model
+is not run to the end."""
 
 
 def smollm2_plan(
