@@ -134,6 +134,9 @@ def weight_diff_figure(diff: Any) -> Figure:
     bars.bar(range(len(blocks)), counts, color="#2c3e50", gid="changed_per_block")
     bars.set(ylabel="changed tensors", title=f"{len(diff.changed)} of {len(diff.tensors)} tensors changed")
     bars.grid(axis="y", alpha=0.3)
+    from matplotlib.ticker import MaxNLocator
+
+    bars.yaxis.set_major_locator(MaxNLocator(integer=True))   # a count of tensors
     cmap = _cmap()
     image = heat.imshow(np.ma.masked_invalid(shown), aspect="auto", cmap=cmap, norm=norm, interpolation="nearest",
                         gid="relative_change")
