@@ -157,13 +157,9 @@ class SideBySideReport:
         return [replace(f, name=f"{name}/{f.name}") for name, report in self.models.items() for f in report.all_figures()]
 
     def save_figures(self, directory: str | os.PathLike) -> list[Path]:
-        written = []
-        for figure in self.all_figures():
-            path = Path(directory) / f"{figure.name}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(figure.png)
-            written.append(path)
-        return written
+        from rmu_lens.report.build import write_figures
+
+        return write_figures(self.all_figures(), directory)
 
     def html(self) -> str:
         import base64
@@ -235,7 +231,6 @@ def run_side_by_side(
     from rmu_lens.analysis.side_by_side import side_by_side
     from rmu_lens.eval import compare, evaluate
     from rmu_lens.report import build_report
-    from rmu_lens.report.build import result_figures
 
     named = model_names(unlearned)
     output = StagedOutput(out, overwrite, log, total_steps=len(named) + 2 + (questions is not None))
@@ -280,8 +275,7 @@ def run_side_by_side(
             recovery.save(folder)
             analysis.save(folder / "analysis")
             report = build_report(title=name, base_eval=base_eval, unlearned_eval=new_eval, subject_roles=roles,
-                                  run=run, comparison=comparison, analysis=analysis)
-            report.figures += result_figures(recovery)   # the estimate's curves and the weight diff
+                                  run=run, comparison=comparison, analysis=analysis, recovery=recovery)
             results[name] = (recovery, analysis, comparison)
             reports[name], comparisons[name], verdicts[name] = report, comparison, recovery.verdicts()
             recoveries[name] = analysis.meta["recovery"]

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,19 @@ class RobustnessSection:
         for name, figure, caption in data.get("figures", []):
             figures.append(ReportFigure(name, caption, figure) if isinstance(figure, bytes) else ReportFigure.from_figure(name, figure, caption))
         return cls(headlines={str(k): str(v) for k, v in data["headlines"].items()}, figures=figures)
+
+
+def write_figures(figures: Sequence[ReportFigure], directory: str | os.PathLike) -> list[Path]:
+    """Each figure as ``directory/NAME.png`` (a NAME with ``/`` goes in a subfolder); the paths written."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for figure in figures:
+        path = directory / f"{figure.name}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(figure.png)
+        written.append(path)
+    return written
 
 
 @dataclass
@@ -118,14 +131,7 @@ class Report:
 
     def save_figures(self, directory: str | os.PathLike) -> list[Path]:
         """Write every figure (recovery and robustness ones included) as ``directory/NAME.png``."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        written = []
-        for figure in self.all_figures():
-            path = directory / f"{figure.name}.png"
-            path.write_bytes(figure.png)
-            written.append(path)
-        return written
+        return write_figures(self.all_figures(), directory)
 
     def all_figures(self) -> list[ReportFigure]:
         return (list(self.recovery.figures) if self.recovery else []) + list(self.figures) \
