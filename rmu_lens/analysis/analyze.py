@@ -336,6 +336,16 @@ def analyze_run(
     )
 
 
+def forget_and_retain(datasets: Mapping[str, tuple[Any, str]]) -> tuple[dict[str, Any], Any]:
+    """The forget sets by name and the first retain set, which the estimate of u, c and l reads."""
+    forget = {name: entry[0] for name, entry in datasets.items() if entry[1] == "forget"}
+    retain = [entry[0] for entry in datasets.values() if entry[1] == "retain"]
+    if not forget or not retain:
+        raise ValueError("the datasets need at least one forget set and one retain set (roles 'forget' and "
+                         "'retain'): the estimate compares how far each moved")
+    return forget, retain[0]
+
+
 def analyze_model(
     base_model: Any,
     unlearned_model: Any,
@@ -358,17 +368,13 @@ def analyze_model(
     from rmu_lens.analysis.base_cache import recover_cache
     from rmu_lens.analysis.recover import recover
 
-    forget = {name: entry[0] for name, entry in datasets.items() if entry[1] == "forget"}
-    retain = [entry[0] for entry in datasets.values() if entry[1] == "retain"]
-    if not forget or not retain:
-        raise ValueError("analyze_model needs at least one forget set and one retain set in datasets "
-                         "(the estimate compares how far each moved)")
+    forget, retain = forget_and_retain(datasets)
     if recovery is None:
         settings = dict(layers=options.get("layers"), max_texts=options.get("max_texts", 32),
                         max_length=options.get("max_length", 128))
         cache = options.get("base_cache")
-        recovery = recover(base_model, unlearned_model, forget, retain[0], weights=weights, **settings,
-                           base_cache=None if cache is None else recover_cache(cache, base_model, forget, retain[0], **settings),
+        recovery = recover(base_model, unlearned_model, forget, retain, weights=weights, **settings,
+                           base_cache=None if cache is None else recover_cache(cache, base_model, forget, retain, **settings),
                            progress=options.get("progress", True))
     if run is not None:
         inputs = run_inputs(run)

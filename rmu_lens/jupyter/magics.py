@@ -405,8 +405,8 @@ class RMULensMagics(Magics):
             options = dict(questions=questions, comparison=comparison, layers=args.layers, max_texts=args.max_texts,
                            probes=not args.no_probes)
             if plain:
+                from rmu_lens.analysis.analyze import forget_and_retain
                 from rmu_lens.analysis.recover import recover
-                from rmu_lens.pipeline.analyze import forget_and_retain
 
                 unlearned = self._model(run, load=True) if isinstance(run, str) else run
                 if unlearned is base:

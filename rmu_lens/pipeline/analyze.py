@@ -126,15 +126,6 @@ def weight_folders(base: Any, unlearned: Any) -> tuple[Path, Path] | None:
     return None if None in folders else folders
 
 
-def forget_and_retain(datasets: Mapping[str, tuple[Any, str]]) -> tuple[dict[str, Any], Any]:
-    """The forget sets by name and the first retain set, which the estimate of u, c and l reads."""
-    forget = {name: entry[0] for name, entry in datasets.items() if entry[1] == "forget"}
-    retain = [entry[0] for entry in datasets.values() if entry[1] == "retain"]
-    if not forget or not retain:
-        raise ValueError("the datasets need at least one forget set and one retain set (roles 'forget' and 'retain')")
-    return forget, retain[0]
-
-
 def run_analysis(
     base: Any,
     run_dir: str | os.PathLike,
@@ -162,6 +153,7 @@ def run_analysis(
     ``load_options`` (device, dtype, device_map ...) go to :func:`rmu_lens.load_model` for both models.
     """
     from rmu_lens.analysis import analyze_model
+    from rmu_lens.analysis.analyze import forget_and_retain
     from rmu_lens.analysis.recover import recover
     from rmu_lens.eval import compare
     from rmu_lens.report import build_report

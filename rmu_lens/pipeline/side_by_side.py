@@ -20,7 +20,6 @@ from typing import Any
 
 from rmu_lens.errors import RMULensError
 from rmu_lens.pipeline.analyze import (
-    forget_and_retain,
     load_source,
     plain_model_datasets,
     unlearned_source,
@@ -226,6 +225,7 @@ def run_side_by_side(
     next to the others'); ``summary.json``. A non-empty ``out`` is refused unless ``overwrite``.
     """
     from rmu_lens.analysis import analyze_model
+    from rmu_lens.analysis.analyze import forget_and_retain
     from rmu_lens.analysis.base_cache import recover_cache
     from rmu_lens.analysis.recover import recover
     from rmu_lens.analysis.side_by_side import side_by_side
